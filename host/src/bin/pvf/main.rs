@@ -1,0 +1,383 @@
+//! `pvf`: prepare, pre-check and validate PVFs, and inspect the artifact store.
+//!
+//! See CONTRACT.md §2 for the interface scripts rely on: `--json` prints exactly one JSON object
+//! on stdout; exit codes are 0 valid/success, 1 invalid, 2 indeterminate, 64 usage/input error.
+
+mod output;
+mod params;
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use clap::{Parser, Subcommand};
+use pvf_host::{
+    Config, FailureClass, Outcome, ValidationError, ValidationHost, ValidationResult, Verdict,
+};
+use serde_json::{Value, json};
+
+use output::{EXIT_INDETERMINATE, EXIT_INVALID, EXIT_OK, Output, hex0x};
+
+/// Prepare, pre-check and validate PVFs (WebAssembly components targeting
+/// pvf:validation/validation-function), keeping compiled artifacts in a persistent store.
+///
+/// Exit codes: 0 valid/success, 1 invalid, 2 indeterminate (this node cannot tell),
+/// 64 usage or input error.
+#[derive(Parser)]
+#[command(name = "pvf", version)]
+struct Cli {
+    /// The artifact store directory (created on first use).
+    #[arg(long, global = true, value_name = "DIR", default_value = "artifacts")]
+    cache_dir: PathBuf,
+    /// Print exactly one JSON object on stdout; human text goes to stderr.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Wall-clock limit of one execution, in milliseconds.
+    #[arg(long, global = true, value_name = "MS")]
+    timeout_ms: Option<u64>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prepare CODE (a .wasm component, or the same zstd-compressed) into the store.
+    Prepare {
+        /// The code file.
+        code: PathBuf,
+    },
+    /// Prepare and instantiate CODE: a verdict on whether the code is acceptable.
+    Precheck {
+        /// The code file.
+        code: PathBuf,
+    },
+    /// Run one candidate against CODE.
+    Validate {
+        /// The code file.
+        code: PathBuf,
+        /// The params file (JSON; `-` reads stdin).
+        #[arg(long, value_name = "FILE")]
+        params: PathBuf,
+    },
+    /// Inspect and maintain the artifact store.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List stored artifacts (all fingerprints).
+    List,
+    /// Verify every artifact of this environment (checksum, construction), removing bad ones.
+    Verify,
+    /// Remove other environments' artifacts, and the oldest of this one's beyond a budget.
+    Prune {
+        /// Keep at most this many bytes of this environment's artifacts.
+        #[arg(long, value_name = "N")]
+        max_bytes: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let json = std::env::args().any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let message = e.kind().as_str().map(str::to_string).unwrap_or_else(|| e.to_string());
+            let out = Output { json };
+            let code = out.usage_error(&format!("{}; see `pvf --help`", first_line(&e.to_string()).unwrap_or(message)));
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PVF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    ExitCode::from(run(cli))
+}
+
+fn first_line(s: &str) -> Option<String> {
+    s.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+}
+
+fn run(cli: Cli) -> u8 {
+    let out = Output { json: cli.json };
+    let mut config = Config::new();
+    if let Some(ms) = cli.timeout_ms {
+        config = config.execution_timeout(Duration::from_millis(ms));
+    }
+    // Inputs first: an unreadable file is a usage error whatever the store's state.
+    let (code, params) = match &cli.command {
+        Command::Prepare { code } | Command::Precheck { code } => match read_code(code, &config) {
+            Ok(c) => (Some(c), None),
+            Err(e) => return out.usage_error(&format!("{e:#}")),
+        },
+        Command::Validate { code, params } => {
+            let code = match read_code(code, &config) {
+                Ok(c) => c,
+                Err(e) => return out.usage_error(&format!("{e:#}")),
+            };
+            match read_params(params) {
+                Ok(p) => (Some(code), Some(p)),
+                Err(e) => return out.usage_error(&format!("{e:#}")),
+            }
+        }
+        Command::Cache(_) => (None, None),
+    };
+    let host = match open_host(&cli.cache_dir, config) {
+        Ok(host) => host,
+        Err(e) => {
+            let reason = format!("{e:#}");
+            out.emit(
+                json!({"verdict": "indeterminate", "reason": reason, "result": Value::Null, "cache": Value::Null}),
+                "indeterminate",
+                Some(&reason),
+            );
+            return EXIT_INDETERMINATE;
+        }
+    };
+    match cli.command {
+        Command::Prepare { code: path } => {
+            let code = code.unwrap_or_default();
+            let spinner = Spinner::start(&out, &format!("preparing {}", path.display()));
+            let result = host.prepare(&code);
+            drop(spinner);
+            match result {
+                Ok(p) => {
+                    out.emit(
+                        json!({"code_hash": p.code_hash.to_string(), "cache": p.cache.as_str()}),
+                        &format!("prepared {} (cache: {})", p.code_hash, p.cache.as_str()),
+                        None,
+                    );
+                    EXIT_OK
+                }
+                Err(e) => report_failure(&out, &e, Value::Null),
+            }
+        }
+        Command::Precheck { code: path } => {
+            let code = code.unwrap_or_default();
+            let spinner = Spinner::start(&out, &format!("pre-checking {}", path.display()));
+            let result = host.precheck(&code);
+            drop(spinner);
+            match result {
+                Ok(p) => {
+                    out.emit(
+                        json!({"verdict": "valid", "reason": Value::Null, "code_hash": p.code_hash.to_string(), "cache": p.cache.as_str()}),
+                        &format!("valid: {} is acceptable (cache: {})", p.code_hash, p.cache.as_str()),
+                        None,
+                    );
+                    EXIT_OK
+                }
+                Err(e) => report_failure(&out, &e, Value::Null),
+            }
+        }
+        Command::Validate { code: path, .. } => {
+            let code = code.unwrap_or_default();
+            let params = params.unwrap_or_default();
+            let spinner = Spinner::start(&out, &format!("validating with {}", path.display()));
+            let outcome = host.validate(&code, &params);
+            drop(spinner);
+            report_outcome(&out, outcome)
+        }
+        Command::Cache(cmd) => cache_command(&out, &host, cmd),
+    }
+}
+
+/// Reads the code file, refusing to read more than the code-size limit.
+fn read_code(path: &Path, config: &Config) -> anyhow::Result<Vec<u8>> {
+    let file = cap_std::fs::File::open_ambient(path, ambient_authority())
+        .with_context(|| format!("cannot read code file {}", path.display()))?;
+    let mut code = Vec::new();
+    file.take(config.get_max_code_bytes() as u64 + 1)
+        .read_to_end(&mut code)
+        .with_context(|| format!("cannot read code file {}", path.display()))?;
+    Ok(code)
+}
+
+fn read_params(path: &Path) -> anyhow::Result<pvf_host::ValidationParams> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text).context("cannot read params from stdin")?;
+    } else {
+        let mut file = cap_std::fs::File::open_ambient(path, ambient_authority())
+            .with_context(|| format!("cannot read params file {}", path.display()))?;
+        file.read_to_string(&mut text)
+            .with_context(|| format!("cannot read params file {}", path.display()))?;
+    }
+    params::parse(&text)
+}
+
+/// Opens (creating if needed) the store directory: the one place the CLI grants the library
+/// ambient authority.
+fn open_host(cache_dir: &Path, config: Config) -> anyhow::Result<ValidationHost> {
+    Dir::create_ambient_dir_all(cache_dir, ambient_authority())
+        .with_context(|| format!("cannot create the artifact store {}", cache_dir.display()))?;
+    let dir = Dir::open_ambient_dir(cache_dir, ambient_authority())
+        .with_context(|| format!("cannot open the artifact store {}", cache_dir.display()))?;
+    ValidationHost::new(dir, config).with_context(|| format!("cannot open the artifact store {}", cache_dir.display()))
+}
+
+/// Reports a failed prepare/precheck: exit 1 (deterministic) or 2 (indeterminate).
+fn report_failure(out: &Output, err: &ValidationError, cache: Value) -> u8 {
+    let reason = err.to_string();
+    let (verdict, code) = match err.class() {
+        FailureClass::Deterministic => ("invalid", EXIT_INVALID),
+        FailureClass::Indeterminate => ("indeterminate", EXIT_INDETERMINATE),
+    };
+    out.emit(
+        json!({"verdict": verdict, "reason": reason, "code_hash": Value::Null, "cache": cache}),
+        verdict,
+        Some(&reason),
+    );
+    code
+}
+
+fn report_outcome(out: &Output, outcome: Outcome) -> u8 {
+    let code_hash = outcome.code_hash.map(|h| h.to_string());
+    let cache = outcome.cache.as_str();
+    let (reason, result, code) = match &outcome.verdict {
+        Verdict::Valid(r) => (None, result_json(r), EXIT_OK),
+        Verdict::Invalid(e) => (Some(e.to_string()), Value::Null, EXIT_INVALID),
+        Verdict::Indeterminate(e) => (Some(e.to_string()), Value::Null, EXIT_INDETERMINATE),
+    };
+    let verdict = outcome.verdict.as_str();
+    let human = match &outcome.verdict {
+        Verdict::Valid(r) => format!("valid (cache: {cache}) head_data={}", hex0x(&r.head_data)),
+        _ => format!("{verdict} (cache: {cache})"),
+    };
+    out.emit(
+        json!({"verdict": verdict, "reason": reason, "result": result, "cache": cache, "code_hash": code_hash}),
+        &human,
+        reason.as_deref(),
+    );
+    code
+}
+
+fn result_json(r: &ValidationResult) -> Value {
+    json!({
+        "head_data": hex0x(&r.head_data),
+        "new_validation_code": r.new_validation_code.as_deref().map(hex0x),
+        "upward_messages": r.upward_messages.iter().map(|m| hex0x(m)).collect::<Vec<_>>(),
+        "horizontal_messages": r.horizontal_messages.iter()
+            .map(|m| json!({"recipient": m.recipient, "data": hex0x(&m.data)}))
+            .collect::<Vec<_>>(),
+        "processed_downward_messages": r.processed_downward_messages,
+        "hrmp_watermark": r.hrmp_watermark,
+    })
+}
+
+fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
+    let fingerprint = host.fingerprint().to_hex();
+    match cmd {
+        CacheCommand::List => match host.store().list() {
+            Ok(list) => {
+                let artifacts: Vec<Value> = list
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "code_hash": a.code_hash.to_string(),
+                            "fingerprint": a.fingerprint,
+                            "current": a.current,
+                            "size": a.size,
+                            "modified_unix": a.modified.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+                        })
+                    })
+                    .collect();
+                let human = list
+                    .iter()
+                    .map(|a| format!("{}  {:>10}  {}{}", a.code_hash, a.size, &a.fingerprint[..16], if a.current { " (current)" } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                out.emit(json!({"fingerprint": fingerprint, "artifacts": artifacts}), &human, None);
+                EXIT_OK
+            }
+            Err(e) => store_failure(out, &e),
+        },
+        CacheCommand::Verify => match host.verify_store() {
+            Ok(report) => {
+                let consistent = report.bad.iter().all(|(_, _, removed)| *removed);
+                let bad: Vec<Value> = report
+                    .bad
+                    .iter()
+                    .map(|(h, why, removed)| json!({"code_hash": h.to_string(), "reason": why, "removed": removed}))
+                    .collect();
+                let mut human = format!("checked {} artifacts, {} bad", report.checked, report.bad.len());
+                for (h, why, removed) in &report.bad {
+                    human.push_str(&format!("\n{h}: {} ({why})", if *removed { "removed" } else { "NOT removed" }));
+                }
+                out.emit(
+                    json!({"fingerprint": fingerprint, "checked": report.checked, "bad": bad, "consistent": consistent}),
+                    &human,
+                    (!consistent).then_some("some bad artifacts could not be removed"),
+                );
+                if consistent { EXIT_OK } else { EXIT_INDETERMINATE }
+            }
+            Err(e) => store_failure(out, &e),
+        },
+        CacheCommand::Prune { max_bytes } => match host.store().prune(max_bytes) {
+            Ok(r) => {
+                out.emit(
+                    json!({
+                        "removed_artifacts": r.removed_artifacts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                        "removed_fingerprints": r.removed_fingerprints,
+                        "freed_bytes": r.freed_bytes,
+                    }),
+                    &format!(
+                        "removed {} artifacts and {} stale environment directories, freed {} bytes",
+                        r.removed_artifacts.len(),
+                        r.removed_fingerprints.len(),
+                        r.freed_bytes
+                    ),
+                    None,
+                );
+                EXIT_OK
+            }
+            Err(e) => store_failure(out, &e),
+        },
+    }
+}
+
+fn store_failure(out: &Output, err: &pvf_host::StoreError) -> u8 {
+    let reason = err.to_string();
+    out.emit(json!({"error": reason}), "", Some(&reason));
+    EXIT_INDETERMINATE
+}
+
+/// A spinner on stderr while a possibly long operation runs, only when stderr is a terminal.
+struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    fn start(_out: &Output, message: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self(Some(bar))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+

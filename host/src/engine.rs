@@ -1,0 +1,80 @@
+//! The one wasmtime configuration every artifact is compiled and run with, and the epoch ticker
+//! that enforces wall-clock deadlines.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Engine, OptLevel, Strategy};
+
+use crate::config::Config;
+
+/// How often the epoch advances; wall-clock deadlines are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine. Each setting says why it is set.
+pub(crate) fn new_engine(config: &Config) -> wasmtime::Result<Engine> {
+    let mut c = wasmtime::Config::new();
+    // Validation functions are components targeting a WIT world.
+    c.wasm_component_model(true);
+    // Cranelift, optimised for speed: artifacts are compiled once and run many times.
+    c.strategy(Strategy::Cranelift);
+    c.cranelift_opt_level(OptLevel::Speed);
+    // Determinism: NaN bit patterns differ between CPUs unless canonicalised.
+    c.cranelift_nan_canonicalization(true);
+    // Determinism: threads and shared memory make execution order observable. They are off by
+    // construction: wasmtime is built without its `threads` feature (nor `gc`), so such code
+    // fails validation.
+    // Determinism: relaxed SIMD results may differ by CPU unless pinned to one behaviour.
+    c.relaxed_simd_deterministic(true);
+    // Speed: preparation of large code uses every core.
+    c.parallel_compilation(true);
+    // Safety net: wall-clock deadlines by epoch interruption (cheap checks in loops and calls).
+    c.epoch_interruption(true);
+    // Deterministic limit: wasm stack depth, the same on every node running this host.
+    c.max_wasm_stack(config.max_wasm_stack_bytes);
+    Engine::new(&c)
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub(crate) struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`.
+    pub(crate) fn start(engine: &Engine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let engine = engine.weak();
+        let thread = std::thread::Builder::new()
+            .name("pvf-epoch".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The number of epoch ticks that covers `timeout` (at least one).
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}

@@ -1,0 +1,191 @@
+//! The error taxonomy, one type per operation, and its mapping to verdict classes.
+//!
+//! Every failure is either [`FailureClass::Deterministic`] — every honest node on any hardware
+//! gets the same, so it is an `invalid` verdict — or [`FailureClass::Indeterminate`] — this node
+//! cannot tell, so it must not vote. [`ValidationError::class`] is the one place that decides.
+
+use std::time::Duration;
+
+/// Whether a failure is evidence against the code or candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureClass {
+    /// The same on every honest node: the verdict is `invalid`.
+    Deterministic,
+    /// This node cannot tell (local fault, timeout, bug): do not vote.
+    Indeterminate,
+}
+
+/// Why preparing code failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PrepareError {
+    /// The code is larger than the configured limit (after decompression). Permanent.
+    #[error("code is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The code looks zstd-compressed but does not decompress. Permanent.
+    #[error("code does not decompress: {0}")]
+    Decompress(String),
+    /// The code is not a WebAssembly component, or does not validate or compile. Permanent.
+    #[error("invalid code: {0}")]
+    InvalidCode(String),
+    /// The component does not target the `validation-function` world (missing export, wrong
+    /// signature, or imports this host does not provide). Permanent.
+    #[error("code does not target pvf:validation/validation-function: {0}")]
+    WrongWorld(String),
+}
+
+/// Why reading or writing the artifact store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O operation on the store failed. May be transient (full disk, permissions).
+    #[error("artifact store: {op}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored artifact is damaged, foreign or not what we wrote (bad header, wrong length,
+    /// checksum mismatch). The artifact must be discarded; re-preparing repairs it.
+    #[error("artifact {file} is corrupt: {reason}")]
+    Corrupt {
+        /// The file name inside the fingerprint directory.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+/// A deterministic resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Linear memory grew beyond the limit.
+    Memory,
+    /// A table grew beyond the limit.
+    Table,
+    /// Too many instances, memories or tables.
+    Instances,
+    /// The wasm stack overflowed.
+    Stack,
+}
+
+/// Why running a prepared artifact failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExecuteError {
+    /// The stored artifact could not be turned into a runtime (`Component::deserialize`):
+    /// a sign that the artifact is not what we prepared. Re-preparing repairs it.
+    #[error("runtime construction failed: {0}")]
+    Construction(String),
+    /// The constructed component does not link against the host or lacks the export: on a
+    /// stored artifact, a sign that it is not what we prepared.
+    #[error("linking failed: {0}")]
+    Link(String),
+    /// Instantiation trapped (e.g. in a start function). Deterministic.
+    #[error("instantiation failed: {0}")]
+    Instantiation(String),
+    /// The guest returned `err`: the candidate is invalid. Deterministic.
+    #[error("candidate rejected by the validation function: {0}")]
+    GuestRejected(String),
+    /// The guest trapped (panic, unreachable, out-of-bounds access, ...). Deterministic.
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// A deterministic resource limit was hit.
+    #[error("resource limit exceeded: {kind:?}: {detail}")]
+    ResourceLimit {
+        /// Which limit.
+        kind: LimitKind,
+        /// What was asked for.
+        detail: String,
+    },
+    /// The wall-clock deadline passed. Not deterministic: a slower node may time out where a
+    /// faster one does not.
+    #[error("execution timed out after {0:?}")]
+    Timeout(Duration),
+    /// The host failed for a reason that has nothing to do with the guest.
+    #[error("internal host error: {0}")]
+    Internal(String),
+}
+
+impl ExecuteError {
+    /// Whether this error is a sign that a stored artifact is bad (and must be discarded and
+    /// re-prepared) rather than a property of the code or candidate.
+    pub fn is_artifact_fault(&self) -> bool {
+        matches!(self, Self::Construction(_) | Self::Link(_))
+    }
+}
+
+/// Why a host could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The wasmtime engine could not be built.
+    #[error("cannot build the wasmtime engine: {0}")]
+    Engine(String),
+    /// The environment fingerprint could not be computed.
+    #[error("cannot compute the environment fingerprint: {0}")]
+    Fingerprint(#[source] std::io::Error),
+    /// The artifact store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The epoch ticker thread could not be started.
+    #[error("cannot start the epoch ticker: {0}")]
+    Ticker(#[source] std::io::Error),
+}
+
+/// Why a validation did not produce a `valid` verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    /// Preparing the code failed.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// Running the candidate failed.
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
+    /// The artifact store failed in a way that stopped validation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ValidationError {
+    /// The verdict class of this error — the single place where errors become verdicts.
+    ///
+    /// | error | class |
+    /// |---|---|
+    /// | code too large, undecompressable, invalid, wrong world | deterministic |
+    /// | guest `err`, trap, instantiation trap, resource limit | deterministic |
+    /// | construction or link failure (only reached on a *fresh* artifact) | deterministic |
+    /// | wall-clock timeout, internal error, store I/O | indeterminate |
+    /// | corrupt artifact (only reached if repair itself failed) | indeterminate |
+    pub fn class(&self) -> FailureClass {
+        use FailureClass::*;
+        match self {
+            Self::Prepare(
+                PrepareError::TooLarge { .. }
+                | PrepareError::Decompress(_)
+                | PrepareError::InvalidCode(_)
+                | PrepareError::WrongWorld(_),
+            ) => Deterministic,
+            Self::Execute(e) => match e {
+                ExecuteError::Construction(_)
+                | ExecuteError::Link(_)
+                | ExecuteError::Instantiation(_)
+                | ExecuteError::GuestRejected(_)
+                | ExecuteError::Trap(_)
+                | ExecuteError::ResourceLimit { .. } => Deterministic,
+                ExecuteError::Timeout(_) | ExecuteError::Internal(_) => Indeterminate,
+            },
+            Self::Store(StoreError::Io { .. } | StoreError::Corrupt { .. }) => Indeterminate,
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The validation host: the transaction that turns code and a candidate into a verdict.
+
+use std::time::Instant;
+
+use cap_std::fs::Dir;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::bindings::ValidationFunctionPre;
+use crate::config::Config;
+use crate::engine::{EpochTicker, new_engine};
+use crate::env::EnvFingerprint;
+use crate::error::{ExecuteError, FailureClass, HostError, PrepareError, StoreError, ValidationError};
+use crate::execute::{HostState, construct, execute, instantiate_only};
+use crate::prepare::{compile, decode, link};
+use crate::store::{ArtifactStore, CodeHash};
+use crate::types::{ValidationParams, ValidationResult};
+
+/// Which path the artifact took: the `cache` field of the command line's JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheStatus {
+    /// A stored artifact was verified and used as is.
+    Hit,
+    /// No artifact was stored; the code was prepared.
+    Miss,
+    /// A stored artifact was bad (checksum mismatch, unreadable, construction or link failure);
+    /// it was discarded and the code re-prepared.
+    Repaired,
+}
+
+impl CacheStatus {
+    /// `"hit"`, `"miss"` or `"repaired"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Repaired => "repaired",
+        }
+    }
+}
+
+/// The verdict on one candidate.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The validation function accepted the candidate.
+    Valid(ValidationResult),
+    /// A deterministic failure: every honest node gets the same.
+    Invalid(ValidationError),
+    /// This node cannot tell; it must not vote.
+    Indeterminate(ValidationError),
+}
+
+impl Verdict {
+    fn from_error(err: ValidationError) -> Self {
+        match err.class() {
+            FailureClass::Deterministic => Self::Invalid(err),
+            FailureClass::Indeterminate => Self::Indeterminate(err),
+        }
+    }
+
+    /// `"valid"`, `"invalid"` or `"indeterminate"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Valid(_) => "valid",
+            Self::Invalid(_) => "invalid",
+            Self::Indeterminate(_) => "indeterminate",
+        }
+    }
+}
+
+/// What [`ValidationHost::validate`] found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The hash of the (decompressed) code, when it could be decoded.
+    pub code_hash: Option<CodeHash>,
+    /// Which path the artifact took.
+    pub cache: CacheStatus,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// What [`ValidationHost::prepare`] and [`ValidationHost::precheck`] report on success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// The hash of the (decompressed) code: the artifact's key.
+    pub code_hash: CodeHash,
+    /// Which path the artifact took.
+    pub cache: CacheStatus,
+}
+
+/// What [`ValidationHost::verify_store`] found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// How many artifacts were checked.
+    pub checked: usize,
+    /// Artifacts that were bad, why, and whether they were removed.
+    pub bad: Vec<(CodeHash, String, bool)>,
+}
+
+/// A component ready to instantiate, and which path it took.
+struct Runnable {
+    pre: ValidationFunctionPre<HostState>,
+    cache: CacheStatus,
+}
+
+/// Prepares, stores and executes validation functions.
+///
+/// Opening it computes the [`EnvFingerprint`] and opens its directory in the store; everything
+/// after that reaches the filesystem only through the [`Dir`] handed in.
+pub struct ValidationHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    store: ArtifactStore,
+    config: Config,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for ValidationHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidationHost")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ValidationHost {
+    /// Opens a host whose artifact store lives in `store_dir`.
+    pub fn new(store_dir: Dir, config: Config) -> Result<Self, HostError> {
+        let engine = new_engine(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let fingerprint = EnvFingerprint::current(&engine).map_err(HostError::Fingerprint)?;
+        Self::with_fingerprint(store_dir, config, engine, fingerprint)
+    }
+
+    fn with_fingerprint(
+        store_dir: Dir,
+        config: Config,
+        engine: Engine,
+        fingerprint: EnvFingerprint,
+    ) -> Result<Self, HostError> {
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let store = ArtifactStore::open(store_dir, fingerprint)?;
+        let ticker = EpochTicker::start(&engine).map_err(HostError::Ticker)?;
+        Ok(Self {
+            engine,
+            linker,
+            store,
+            config,
+            _ticker: ticker,
+        })
+    }
+
+    /// The artifact store.
+    pub fn store(&self) -> &ArtifactStore {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The environment fingerprint artifacts are bound to.
+    pub fn fingerprint(&self) -> EnvFingerprint {
+        self.store.fingerprint()
+    }
+
+    /// Prepares `code` (a component, or the same zstd-compressed) into the store, unless a good
+    /// artifact is already there.
+    pub fn prepare(&self, code: &[u8]) -> Result<Prepared, ValidationError> {
+        let code = decode(code, self.config.max_code_bytes)?;
+        let code_hash = CodeHash::of(&code);
+        let runnable = self.runnable(&code_hash, &code)?;
+        Ok(Prepared {
+            code_hash,
+            cache: runnable.cache,
+        })
+    }
+
+    /// Prepares `code` and instantiates it once without calling it: whether the code is
+    /// acceptable as a validation function.
+    pub fn precheck(&self, code: &[u8]) -> Result<Prepared, ValidationError> {
+        let code = decode(code, self.config.max_code_bytes)?;
+        let code_hash = CodeHash::of(&code);
+        let runnable = self.runnable(&code_hash, &code)?;
+        instantiate_only(&self.engine, &runnable.pre, &self.config)?;
+        Ok(Prepared {
+            code_hash,
+            cache: runnable.cache,
+        })
+    }
+
+    /// Validates one candidate: the whole transaction, from code bytes to verdict.
+    ///
+    /// 1. Decode the code (zstd, size limit) and hash it.
+    /// 2. Look up the stored artifact, verify its checksum, construct and link it
+    ///    ([`ValidationHost::prepare`] does the same).
+    /// 3. On any sign that the stored artifact is bad — checksum mismatch, unreadable file,
+    ///    construction or link failure — discard it, re-prepare the code, and use the fresh
+    ///    artifact (`cache: repaired`). A local fault never becomes a verdict: the fresh
+    ///    artifact is compiled in this process, and only a failure of *that* is deterministic.
+    /// 4. Execute once and classify the result.
+    pub fn validate(&self, code: &[u8], params: &ValidationParams) -> Outcome {
+        let code = match decode(code, self.config.max_code_bytes) {
+            Ok(code) => code,
+            Err(e) => return Outcome::failed(None, CacheStatus::Miss, e.into()),
+        };
+        let code_hash = CodeHash::of(&code);
+        let runnable = match self.runnable(&code_hash, &code) {
+            Ok(runnable) => runnable,
+            Err(e) => {
+                let cache = if self.store.contains(&code_hash) { CacheStatus::Hit } else { CacheStatus::Miss };
+                return Outcome::failed(Some(code_hash), cache, e);
+            }
+        };
+        let started = Instant::now();
+        let result = execute(&self.engine, &runnable.pre, params, &self.config);
+        let verdict = match result {
+            Ok(result) => Verdict::Valid(result),
+            Err(e) => Verdict::from_error(e.into()),
+        };
+        tracing::debug!(
+            code_hash = %code_hash,
+            cache = runnable.cache.as_str(),
+            verdict = verdict.as_str(),
+            elapsed = ?started.elapsed(),
+            "validated"
+        );
+        Outcome {
+            code_hash: Some(code_hash),
+            cache: runnable.cache,
+            verdict,
+        }
+    }
+
+    /// Look up → verify → construct → link; on a bad artifact evict and re-prepare.
+    fn runnable(&self, code_hash: &CodeHash, code: &[u8]) -> Result<Runnable, ValidationError> {
+        let fault = match self.load_stored(code_hash) {
+            Ok(Some(pre)) => {
+                return Ok(Runnable {
+                    pre,
+                    cache: CacheStatus::Hit,
+                });
+            }
+            Ok(None) => None,
+            Err(fault) => Some(fault),
+        };
+        let cache = match fault {
+            None => CacheStatus::Miss,
+            Some(fault) => {
+                tracing::warn!(code_hash = %code_hash, %fault, "discarding a bad stored artifact and re-preparing");
+                if let Err(e) = self.store.remove(code_hash) {
+                    tracing::warn!(code_hash = %code_hash, error = %e, "could not remove the bad artifact");
+                }
+                CacheStatus::Repaired
+            }
+        };
+        let pre = self.prepare_fresh(code_hash, code)?;
+        Ok(Runnable { pre, cache })
+    }
+
+    /// The stored artifact of `code_hash`, verified, constructed and linked; `Ok(None)` when
+    /// there is none; `Err` with the reason when there is one but it is bad.
+    fn load_stored(&self, code_hash: &CodeHash) -> Result<Option<ValidationFunctionPre<HostState>>, String> {
+        let artifact = match self.store.load(code_hash) {
+            Ok(Some(artifact)) => artifact,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let component = construct(&self.engine, &artifact).map_err(|e| e.to_string())?;
+        let pre = link(&self.linker, &component)
+            .map_err(|e| ExecuteError::Link(e).to_string())?;
+        Ok(Some(pre))
+    }
+
+    /// Compiles `code` in this process and stores the artifact. A failure to store is logged
+    /// and otherwise ignored: the store is an optimisation, the compiled component is used now.
+    fn prepare_fresh(&self, code_hash: &CodeHash, code: &[u8]) -> Result<ValidationFunctionPre<HostState>, PrepareError> {
+        let started = Instant::now();
+        let (component, pre) = compile(&self.engine, &self.linker, code)?;
+        tracing::debug!(code_hash = %code_hash, elapsed = ?started.elapsed(), "compiled");
+        match component.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = self.store.store(code_hash, &artifact) {
+                    tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
+                }
+            }
+            Err(e) => tracing::warn!(code_hash = %code_hash, error = %format!("{e:#}"), "could not serialize the artifact"),
+        }
+        Ok(pre)
+    }
+
+    /// Verifies every artifact of this fingerprint: checks its checksum, constructs and links
+    /// it, and removes the bad ones.
+    pub fn verify_store(&self) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
+        for hash in self.store.hashes()? {
+            report.checked += 1;
+            match self.load_stored(&hash) {
+                Ok(_) => {}
+                Err(reason) => {
+                    let removed = self.store.remove(&hash).is_ok();
+                    report.bad.push((hash, reason, removed));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl Outcome {
+    fn failed(code_hash: Option<CodeHash>, cache: CacheStatus, err: ValidationError) -> Self {
+        Self {
+            code_hash,
+            cache,
+            verdict: Verdict::from_error(err),
+        }
+    }
+}

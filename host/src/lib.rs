@@ -1,0 +1,48 @@
+//! A validation host for untrusted WebAssembly components (PVFs).
+//!
+//! Validation functions are components that target the `pvf:validation/validation-function`
+//! world (see `wit/validation.wit`). The host *prepares* them (validates and compiles them ahead
+//! of time into native artifacts), keeps the artifacts in a persistent [`ArtifactStore`] bound to
+//! the exact environment that produced them ([`EnvFingerprint`]), and *executes* them to produce a
+//! [`Verdict`].
+//!
+//! The one rule everything here serves: a local fault (a corrupted, stale or foreign artifact, an
+//! unreadable file, a full disk) is never turned into a verdict. A stored artifact that shows any
+//! sign of being bad is discarded, the code is re-prepared and the candidate is run on the fresh
+//! artifact; see [`ValidationHost::validate`].
+//!
+//! ```no_run
+//! use pvf_host::{Config, ValidationHost, ValidationParams, Verdict};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = cap_std::fs::Dir::open_ambient_dir("artifacts", cap_std::ambient_authority())?;
+//! let host = ValidationHost::new(dir, Config::new())?;
+//! let code = std::fs::read("adder.wasm")?;
+//! let params = ValidationParams::new(1u64.to_le_bytes().to_vec(), 2u64.to_le_bytes().to_vec(), 7);
+//! let outcome = host.validate(&code, &params);
+//! match outcome.verdict {
+//!     Verdict::Valid(result) => println!("valid, new head {:?}", result.head_data),
+//!     Verdict::Invalid(why) => println!("invalid: {why}"),
+//!     Verdict::Indeterminate(why) => println!("cannot tell: {why}"),
+//! }
+//! # Ok(()) }
+//! ```
+
+mod bindings;
+mod config;
+mod engine;
+mod env;
+mod error;
+mod execute;
+mod host;
+mod prepare;
+mod store;
+mod types;
+
+pub use config::Config;
+pub use env::EnvFingerprint;
+pub use error::{
+    ExecuteError, FailureClass, HostError, LimitKind, PrepareError, StoreError, ValidationError,
+};
+pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
+pub use store::{ArtifactInfo, ArtifactStore, CodeHash, PruneReport};
+pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};

@@ -1,0 +1,72 @@
+//! Preparation: decompress and bound the code, check it is a component of the right world, and
+//! compile it with the fixed engine configuration.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::ValidationFunctionPre;
+use crate::error::PrepareError;
+use crate::execute::HostState;
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const WASM_MAGIC: [u8; 4] = *b"\0asm";
+/// Version and layer of a core module (`01 00 00 00`); components use `0d 00 01 00`.
+const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+
+/// Returns the code itself, or its zstd decompression, refusing anything over `limit` bytes
+/// without ever holding more than `limit + 1` decompressed bytes.
+pub(crate) fn decode(raw: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, PrepareError> {
+    if !raw.starts_with(&ZSTD_MAGIC) {
+        if raw.len() > limit {
+            return Err(PrepareError::TooLarge { limit });
+        }
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoder =
+        zstd::stream::read::Decoder::new(raw).map_err(|e| PrepareError::Decompress(e.to_string()))?;
+    let mut out = Vec::new();
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| PrepareError::Decompress(e.to_string()))?;
+    if out.len() > limit {
+        return Err(PrepareError::TooLarge { limit });
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Compiles `code` and checks it targets the `validation-function` world against `linker`.
+pub(crate) fn compile(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    code: &[u8],
+) -> Result<(Component, ValidationFunctionPre<HostState>), PrepareError> {
+    if !code.starts_with(&WASM_MAGIC) {
+        return Err(PrepareError::InvalidCode(
+            "not a WebAssembly binary (no \\0asm magic)".into(),
+        ));
+    }
+    if code.get(4..8) == Some(&CORE_MODULE_VERSION[..]) {
+        return Err(PrepareError::InvalidCode(
+            "a core WebAssembly module, not a component".into(),
+        ));
+    }
+    let component =
+        Component::new(engine, code).map_err(|e| PrepareError::InvalidCode(format!("{e:#}")))?;
+    let pre = link(linker, &component).map_err(PrepareError::WrongWorld)?;
+    Ok((component, pre))
+}
+
+/// Links `component` against the host's imports and finds the `validate-block` export.
+pub(crate) fn link(
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> Result<ValidationFunctionPre<HostState>, String> {
+    let instance_pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| format!("{e:#}"))?;
+    ValidationFunctionPre::new(instance_pre).map_err(|e| format!("{e:#}"))
+}
