@@ -12,8 +12,15 @@ use crate::config::Config;
 /// How often the epoch advances; wall-clock deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Builds the engine. Each setting says why it is set.
+/// Builds the engine with [`wasmtime_config`].
 pub(crate) fn new_engine(config: &Config) -> wasmtime::Result<Engine> {
+    Engine::new(&wasmtime_config(config))
+}
+
+/// The one wasmtime configuration every artifact is compiled and run with. Each setting says
+/// why it is set. Public so that embedders and benchmarks can compare against raw wasmtime with
+/// exactly the same settings.
+pub fn wasmtime_config(config: &Config) -> wasmtime::Config {
     let mut c = wasmtime::Config::new();
     // Validation functions are components targeting a WIT world.
     c.wasm_component_model(true);
@@ -33,7 +40,7 @@ pub(crate) fn new_engine(config: &Config) -> wasmtime::Result<Engine> {
     c.epoch_interruption(true);
     // Deterministic limit: wasm stack depth, the same on every node running this host.
     c.max_wasm_stack(config.max_wasm_stack_bytes);
-    Engine::new(&c)
+    c
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.

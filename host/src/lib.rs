@@ -39,6 +39,7 @@ mod store;
 mod types;
 
 pub use config::Config;
+pub use engine::wasmtime_config;
 pub use env::EnvFingerprint;
 pub use error::{
     ExecuteError, FailureClass, HostError, LimitKind, PrepareError, StoreError, ValidationError,
