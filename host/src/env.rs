@@ -84,10 +84,12 @@ impl fmt::Debug for EnvFingerprint {
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex_string(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Feeds `std::hash::Hash` output into blake3 (wasmtime exposes its compatibility hash that way).
@@ -113,9 +115,26 @@ fn cpu_features() -> String {
             )*};
         }
         detect!(
-            "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1",
-            "bmi2", "lzcnt", "avx512f", "avx512vl", "avx512dq", "avx512bw", "avx512vbmi",
-            "avx512bitalg", "avx512vpopcntdq", "cmpxchg16b"
+            "sse2",
+            "sse3",
+            "ssse3",
+            "sse4.1",
+            "sse4.2",
+            "popcnt",
+            "avx",
+            "avx2",
+            "fma",
+            "bmi1",
+            "bmi2",
+            "lzcnt",
+            "avx512f",
+            "avx512vl",
+            "avx512dq",
+            "avx512bw",
+            "avx512vbmi",
+            "avx512bitalg",
+            "avx512vpopcntdq",
+            "cmpxchg16b"
         );
     }
     #[cfg(target_arch = "aarch64")]
@@ -132,5 +151,8 @@ fn cpu_features() -> String {
 
 /// The kernel release (`uname -r`).
 fn kernel_release() -> String {
-    rustix::system::uname().release().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
 }

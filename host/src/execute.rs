@@ -119,7 +119,10 @@ impl ResourceLimiter for Limits {
 }
 
 /// Runtime construction: turns a verified artifact into a component.
-pub(crate) fn construct(engine: &Engine, artifact: &VerifiedArtifact) -> Result<Component, ExecuteError> {
+pub(crate) fn construct(
+    engine: &Engine,
+    artifact: &VerifiedArtifact,
+) -> Result<Component, ExecuteError> {
     #[allow(unsafe_code)]
     // SAFETY: `Component::deserialize` requires bytes produced by `Component::serialize` or
     // `Engine::precompile_component` of a compatible engine. A `VerifiedArtifact` exists only
@@ -212,7 +215,10 @@ fn classify(
         Some(Trap::Interrupt) => ExecuteError::Timeout(config.execution_timeout),
         Some(Trap::StackOverflow) => ExecuteError::ResourceLimit {
             kind: LimitKind::Stack,
-            detail: format!("wasm stack of {} bytes exhausted", config.max_wasm_stack_bytes),
+            detail: format!(
+                "wasm stack of {} bytes exhausted",
+                config.max_wasm_stack_bytes
+            ),
         },
         Some(code) => {
             let stderr = store.data().stderr.contents();

@@ -10,7 +10,9 @@ use crate::bindings::ValidationFunctionPre;
 use crate::config::Config;
 use crate::engine::{EpochTicker, new_engine};
 use crate::env::EnvFingerprint;
-use crate::error::{ExecuteError, FailureClass, HostError, PrepareError, StoreError, ValidationError};
+use crate::error::{
+    ExecuteError, FailureClass, HostError, PrepareError, StoreError, ValidationError,
+};
 use crate::execute::{HostState, construct, execute, instantiate_only};
 use crate::prepare::{compile, decode, link};
 use crate::store::{ArtifactStore, CodeHash};
@@ -129,10 +131,24 @@ impl ValidationHost {
     pub fn new(store_dir: Dir, config: Config) -> Result<Self, HostError> {
         let engine = new_engine(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let fingerprint = EnvFingerprint::current(&engine).map_err(HostError::Fingerprint)?;
-        Self::with_fingerprint(store_dir, config, engine, fingerprint)
+        Self::open(store_dir, config, engine, fingerprint)
     }
 
-    fn with_fingerprint(
+    /// Opens a host that files its artifacts under `fingerprint` instead of this environment's.
+    ///
+    /// For tools and tests that act as another environment (e.g. to produce foreign artifacts).
+    /// A node must use [`ValidationHost::new`]: artifacts are only safe to load under the
+    /// fingerprint of the environment that compiled them.
+    pub fn with_fingerprint(
+        store_dir: Dir,
+        config: Config,
+        fingerprint: EnvFingerprint,
+    ) -> Result<Self, HostError> {
+        let engine = new_engine(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        Self::open(store_dir, config, engine, fingerprint)
+    }
+
+    fn open(
         store_dir: Dir,
         config: Config,
         engine: Engine,
@@ -211,7 +227,11 @@ impl ValidationHost {
         let runnable = match self.runnable(&code_hash, &code) {
             Ok(runnable) => runnable,
             Err(e) => {
-                let cache = if self.store.contains(&code_hash) { CacheStatus::Hit } else { CacheStatus::Miss };
+                let cache = if self.store.contains(&code_hash) {
+                    CacheStatus::Hit
+                } else {
+                    CacheStatus::Miss
+                };
                 return Outcome::failed(Some(code_hash), cache, e);
             }
         };
@@ -263,21 +283,27 @@ impl ValidationHost {
 
     /// The stored artifact of `code_hash`, verified, constructed and linked; `Ok(None)` when
     /// there is none; `Err` with the reason when there is one but it is bad.
-    fn load_stored(&self, code_hash: &CodeHash) -> Result<Option<ValidationFunctionPre<HostState>>, String> {
+    fn load_stored(
+        &self,
+        code_hash: &CodeHash,
+    ) -> Result<Option<ValidationFunctionPre<HostState>>, String> {
         let artifact = match self.store.load(code_hash) {
             Ok(Some(artifact)) => artifact,
             Ok(None) => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
         let component = construct(&self.engine, &artifact).map_err(|e| e.to_string())?;
-        let pre = link(&self.linker, &component)
-            .map_err(|e| ExecuteError::Link(e).to_string())?;
+        let pre = link(&self.linker, &component).map_err(|e| ExecuteError::Link(e).to_string())?;
         Ok(Some(pre))
     }
 
     /// Compiles `code` in this process and stores the artifact. A failure to store is logged
     /// and otherwise ignored: the store is an optimisation, the compiled component is used now.
-    fn prepare_fresh(&self, code_hash: &CodeHash, code: &[u8]) -> Result<ValidationFunctionPre<HostState>, PrepareError> {
+    fn prepare_fresh(
+        &self,
+        code_hash: &CodeHash,
+        code: &[u8],
+    ) -> Result<ValidationFunctionPre<HostState>, PrepareError> {
         let started = Instant::now();
         let (component, pre) = compile(&self.engine, &self.linker, code)?;
         tracing::debug!(code_hash = %code_hash, elapsed = ?started.elapsed(), "compiled");
@@ -287,7 +313,9 @@ impl ValidationHost {
                     tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
                 }
             }
-            Err(e) => tracing::warn!(code_hash = %code_hash, error = %format!("{e:#}"), "could not serialize the artifact"),
+            Err(e) => {
+                tracing::warn!(code_hash = %code_hash, error = %format!("{e:#}"), "could not serialize the artifact")
+            }
         }
         Ok(pre)
     }

@@ -29,6 +29,7 @@
 
 mod bindings;
 mod config;
+mod contract;
 mod engine;
 mod env;
 mod error;

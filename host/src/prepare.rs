@@ -8,6 +8,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::ValidationFunctionPre;
+use crate::contract::check_exports;
 use crate::error::PrepareError;
 use crate::execute::HostState;
 
@@ -25,8 +26,8 @@ pub(crate) fn decode(raw: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, PrepareE
         }
         return Ok(Cow::Borrowed(raw));
     }
-    let decoder =
-        zstd::stream::read::Decoder::new(raw).map_err(|e| PrepareError::Decompress(e.to_string()))?;
+    let decoder = zstd::stream::read::Decoder::new(raw)
+        .map_err(|e| PrepareError::Decompress(e.to_string()))?;
     let mut out = Vec::new();
     decoder
         .take(limit as u64 + 1)
@@ -65,6 +66,7 @@ pub(crate) fn link(
     linker: &Linker<HostState>,
     component: &Component,
 ) -> Result<ValidationFunctionPre<HostState>, String> {
+    check_exports(component)?;
     let instance_pre = linker
         .instantiate_pre(component)
         .map_err(|e| format!("{e:#}"))?;

@@ -276,7 +276,13 @@ impl ArtifactStore {
                 });
             }
         }
-        out.sort_by(|a, b| (!a.current, &a.fingerprint, a.code_hash).cmp(&(!b.current, &b.fingerprint, b.code_hash)));
+        out.sort_by(|a, b| {
+            (!a.current, &a.fingerprint, a.code_hash).cmp(&(
+                !b.current,
+                &b.fingerprint,
+                b.code_hash,
+            ))
+        });
         Ok(out)
     }
 
@@ -407,7 +413,10 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// The artifacts (by name) in `dir`, with their metadata.
-fn artifacts_in(dir: &Dir, what: &str) -> Result<Vec<(CodeHash, cap_std::fs::Metadata)>, StoreError> {
+fn artifacts_in(
+    dir: &Dir,
+    what: &str,
+) -> Result<Vec<(CodeHash, cap_std::fs::Metadata)>, StoreError> {
     let mut out = Vec::new();
     let entries = dir
         .entries()

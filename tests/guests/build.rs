@@ -7,8 +7,13 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.join("../..").canonicalize().expect("workspace root exists");
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
+    let root = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists");
     let guests = root.join("guest-components");
     let wit = root.join("wit");
     println!("cargo:rerun-if-changed={}", guests.display());
@@ -67,7 +72,10 @@ fn ensure_target_installed() {
         .args(["target", "add", TARGET])
         .status()
         .expect("the wasm32-wasip2 target is missing and rustup could not be run to add it");
-    assert!(status.success(), "`rustup target add {TARGET}` failed: {status}");
+    assert!(
+        status.success(),
+        "`rustup target add {TARGET}` failed: {status}"
+    );
 }
 
 /// The target directory this build writes to: the parent of the profile directory that

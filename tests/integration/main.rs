@@ -1,1 +1,7 @@
-fn main(){}
+//! Integration tests of the validation host: real guests from `guest-components/`, the real store
+//! on a temporary directory, and the real `pvf` binary. One binary, a module per topic.
+
+mod cli;
+mod common;
+mod store_faults;
+mod verdicts;

@@ -8,6 +8,9 @@ export!(Pvf);
 
 impl Guest for Pvf {
     fn validate_block(params: ValidationParams) -> Result<ValidationResult, String> {
-        panic!("trap guest panics on purpose (block of {} bytes)", params.block_data.len());
+        panic!(
+            "trap guest panics on purpose (block of {} bytes)",
+            params.block_data.len()
+        );
     }
 }

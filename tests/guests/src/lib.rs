@@ -20,5 +20,6 @@ pub fn path(name: &str) -> PathBuf {
 /// When the guest was not built (an unknown name): this crate is for tests.
 pub fn bytes(name: &str) -> Vec<u8> {
     let path = path(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("guest {name} not found at {}: {e}", path.display()))
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("guest {name} not found at {}: {e}", path.display()))
 }

@@ -86,14 +86,26 @@ fn main() -> ExitCode {
     let json = std::env::args().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let message = e.kind().as_str().map(str::to_string).unwrap_or_else(|| e.to_string());
+            let message = e
+                .kind()
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string());
             let out = Output { json };
-            let code = out.usage_error(&format!("{}; see `pvf --help`", first_line(&e.to_string()).unwrap_or(message)));
+            let code = out.usage_error(&format!(
+                "{}; see `pvf --help`",
+                first_line(&e.to_string()).unwrap_or(message)
+            ));
             return ExitCode::from(code);
         }
     };
@@ -108,7 +120,9 @@ fn main() -> ExitCode {
 }
 
 fn first_line(s: &str) -> Option<String> {
-    s.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
 }
 
 fn run(cli: Cli) -> u8 {
@@ -208,7 +222,9 @@ fn read_code(path: &Path, config: &Config) -> anyhow::Result<Vec<u8>> {
 fn read_params(path: &Path) -> anyhow::Result<pvf_host::ValidationParams> {
     let mut text = String::new();
     if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text).context("cannot read params from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read params from stdin")?;
     } else {
         let mut file = cap_std::fs::File::open_ambient(path, ambient_authority())
             .with_context(|| format!("cannot read params file {}", path.display()))?;
@@ -225,7 +241,8 @@ fn open_host(cache_dir: &Path, config: Config) -> anyhow::Result<ValidationHost>
         .with_context(|| format!("cannot create the artifact store {}", cache_dir.display()))?;
     let dir = Dir::open_ambient_dir(cache_dir, ambient_authority())
         .with_context(|| format!("cannot open the artifact store {}", cache_dir.display()))?;
-    ValidationHost::new(dir, config).with_context(|| format!("cannot open the artifact store {}", cache_dir.display()))
+    ValidationHost::new(dir, config)
+        .with_context(|| format!("cannot open the artifact store {}", cache_dir.display()))
 }
 
 /// Reports a failed prepare/precheck: exit 1 (deterministic) or 2 (indeterminate).
@@ -296,10 +313,22 @@ fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
                     .collect();
                 let human = list
                     .iter()
-                    .map(|a| format!("{}  {:>10}  {}{}", a.code_hash, a.size, &a.fingerprint[..16], if a.current { " (current)" } else { "" }))
+                    .map(|a| {
+                        format!(
+                            "{}  {:>10}  {}{}",
+                            a.code_hash,
+                            a.size,
+                            &a.fingerprint[..16],
+                            if a.current { " (current)" } else { "" }
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n");
-                out.emit(json!({"fingerprint": fingerprint, "artifacts": artifacts}), &human, None);
+                out.emit(
+                    json!({"fingerprint": fingerprint, "artifacts": artifacts}),
+                    &human,
+                    None,
+                );
                 EXIT_OK
             }
             Err(e) => store_failure(out, &e),
@@ -312,16 +341,27 @@ fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
                     .iter()
                     .map(|(h, why, removed)| json!({"code_hash": h.to_string(), "reason": why, "removed": removed}))
                     .collect();
-                let mut human = format!("checked {} artifacts, {} bad", report.checked, report.bad.len());
+                let mut human = format!(
+                    "checked {} artifacts, {} bad",
+                    report.checked,
+                    report.bad.len()
+                );
                 for (h, why, removed) in &report.bad {
-                    human.push_str(&format!("\n{h}: {} ({why})", if *removed { "removed" } else { "NOT removed" }));
+                    human.push_str(&format!(
+                        "\n{h}: {} ({why})",
+                        if *removed { "removed" } else { "NOT removed" }
+                    ));
                 }
                 out.emit(
                     json!({"fingerprint": fingerprint, "checked": report.checked, "bad": bad, "consistent": consistent}),
                     &human,
                     (!consistent).then_some("some bad artifacts could not be removed"),
                 );
-                if consistent { EXIT_OK } else { EXIT_INDETERMINATE }
+                if consistent {
+                    EXIT_OK
+                } else {
+                    EXIT_INDETERMINATE
+                }
             }
             Err(e) => store_failure(out, &e),
         },
@@ -380,4 +420,3 @@ impl Drop for Spinner {
         }
     }
 }
-

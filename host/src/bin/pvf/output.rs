@@ -45,7 +45,10 @@ impl Output {
 
 /// `s` with line breaks replaced, so a reason is one line.
 pub fn one_line(s: &str) -> String {
-    s.split(['\n', '\r']).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ")
+    s.split(['\n', '\r'])
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `0x`-prefixed lowercase hex.

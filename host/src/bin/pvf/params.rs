@@ -40,7 +40,10 @@ pub fn parse(text: &str) -> anyhow::Result<ValidationParams> {
 }
 
 fn decode_hex(field: &str, s: &str) -> anyhow::Result<Vec<u8>> {
-    let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     hex::decode(digits).with_context(|| format!("malformed params: {field} is not hex"))
 }
 
@@ -50,7 +53,8 @@ mod tests {
 
     #[test]
     fn accepts_prefixed_and_bare_hex_and_defaults_the_root() {
-        let p = parse(r#"{"parent_head":"0x0102","block_data":"ff","relay_parent_number":7}"#).unwrap();
+        let p =
+            parse(r#"{"parent_head":"0x0102","block_data":"ff","relay_parent_number":7}"#).unwrap();
         assert_eq!(p.parent_head, vec![1, 2]);
         assert_eq!(p.block_data, vec![0xff]);
         assert_eq!(p.relay_parent_number, 7);
@@ -61,11 +65,26 @@ mod tests {
     fn rejects_bad_input_with_a_reason() {
         for (text, needle) in [
             ("{", "malformed params"),
-            (r#"{"parent_head":"0xzz","block_data":"","relay_parent_number":1}"#, "parent_head is not hex"),
-            (r#"{"parent_head":"","block_data":"","relay_parent_number":-1}"#, "malformed params"),
-            (r#"{"parent_head":"","block_data":"","relay_parent_number":1,"relay_parent_storage_root":"0x00"}"#, "must be 32"),
-            (r#"{"parent_head":"","block_data":"","relay_parent_number":1,"extra":1}"#, "unknown field"),
-            (r#"{"block_data":"","relay_parent_number":1}"#, "missing field"),
+            (
+                r#"{"parent_head":"0xzz","block_data":"","relay_parent_number":1}"#,
+                "parent_head is not hex",
+            ),
+            (
+                r#"{"parent_head":"","block_data":"","relay_parent_number":-1}"#,
+                "malformed params",
+            ),
+            (
+                r#"{"parent_head":"","block_data":"","relay_parent_number":1,"relay_parent_storage_root":"0x00"}"#,
+                "must be 32",
+            ),
+            (
+                r#"{"parent_head":"","block_data":"","relay_parent_number":1,"extra":1}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"block_data":"","relay_parent_number":1}"#,
+                "missing field",
+            ),
         ] {
             let err = format!("{:#}", parse(text).unwrap_err());
             assert!(err.contains(needle), "{text}: {err}");

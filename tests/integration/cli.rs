@@ -1,0 +1,334 @@
+//! The `pvf` command line, run as a real process (CONTRACT.md §2).
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const ADDER_PARAMS: &str = r#"{"parent_head": "0x0500000000000000", "block_data": "0700000000000000", "relay_parent_number": 7}"#;
+
+#[test]
+fn validate_valid_then_hit_then_repaired() {
+    let dir = store_dir();
+    let params = write_file(dir.path(), "params.json", ADDER_PARAMS);
+    let adder = pvf_test_guests::path("adder");
+    let store = dir.path().join("store");
+    let validate = || {
+        let mut cmd = pvf(&store);
+        cmd.arg("validate").arg(&adder).arg("--params").arg(&params);
+        run_json(&mut cmd)
+    };
+    let (code, v, _) = validate();
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verdict"], "valid");
+    assert_eq!(v["reason"], Value::Null);
+    assert_eq!(v["cache"], "miss");
+    assert_eq!(v["result"]["head_data"], "0x0c00000000000000");
+    assert_eq!(v["result"]["hrmp_watermark"], 7);
+    assert_eq!(v["result"]["new_validation_code"], Value::Null);
+
+    let (code, v, _) = validate();
+    assert_eq!((code, v["cache"].as_str()), (0, Some("hit")));
+
+    // Flip a bit in the middle of the stored artifact.
+    let hash = v["code_hash"].as_str().unwrap().to_string();
+    let fp_dir = std::fs::read_dir(&store)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let path = fp_dir.join(format!("{hash}.artifact"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let (code, v, stderr) = validate();
+    assert_eq!(
+        (code, v["cache"].as_str(), v["verdict"].as_str()),
+        (0, Some("repaired"), Some("valid"))
+    );
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+}
+
+#[test]
+fn prepare_reports_hash_and_cache() {
+    let dir = store_dir();
+    let mut cmd = pvf(dir.path());
+    cmd.arg("prepare").arg(pvf_test_guests::path("undying"));
+    let (code, v, _) = run_json(&mut cmd);
+    assert_eq!(code, 0);
+    assert_eq!(v["cache"], "miss");
+    assert_eq!(v["code_hash"].as_str().unwrap().len(), 64);
+    let mut cmd = pvf(dir.path());
+    cmd.arg("prepare").arg(pvf_test_guests::path("undying"));
+    assert_eq!(run_json(&mut cmd).1["cache"], "hit");
+}
+
+#[test]
+fn compressed_code_file_is_accepted() {
+    let dir = store_dir();
+    let code = zstd::encode_all(&guest("adder")[..], 3).unwrap();
+    let path = write_file(dir.path(), "adder.wasm.zst", code);
+    let params = write_file(dir.path(), "p.json", ADDER_PARAMS);
+    let mut cmd = pvf(&dir.path().join("store"));
+    cmd.arg("validate").arg(path).arg("--params").arg(params);
+    let (code, v, _) = run_json(&mut cmd);
+    assert_eq!((code, v["verdict"].as_str()), (0, Some("valid")));
+}
+
+#[test]
+fn verdict_exit_codes() {
+    let dir = store_dir();
+    let params = write_file(dir.path(), "params.json", ADDER_PARAMS);
+    let store = dir.path().join("store");
+    for (guest, exit, verdict, needle) in [
+        ("reject", 1, "invalid", "rejected: block of 8 bytes"),
+        ("trap", 1, "invalid", "guest trapped"),
+        ("halt", 2, "indeterminate", "timed out"),
+    ] {
+        let mut cmd = pvf(&store);
+        cmd.args(["--timeout-ms", "300", "validate"])
+            .arg(pvf_test_guests::path(guest))
+            .arg("--params")
+            .arg(&params);
+        let (code, v, stderr) = run_json(&mut cmd);
+        assert_eq!(code, exit, "{guest}: {v}");
+        assert_eq!(v["verdict"], verdict, "{guest}");
+        assert!(
+            v["reason"].as_str().unwrap().contains(needle),
+            "{guest}: {v}"
+        );
+        assert_eq!(v["result"], Value::Null);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(needle),
+            "{guest}: one-line reason on stderr, got {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn params_from_stdin_without_storage_root() {
+    let dir = store_dir();
+    let mut child = pvf(dir.path())
+        .args(["--json", "validate"])
+        .arg(pvf_test_guests::path("adder"))
+        .args(["--params", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ADDER_PARAMS.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["result"]["head_data"], "0x0c00000000000000");
+}
+
+#[test]
+fn input_errors_exit_64_with_one_line() {
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let adder = pvf_test_guests::path("adder");
+    let bad_params = write_file(
+        dir.path(),
+        "bad.json",
+        r#"{"parent_head": "0xzz", "block_data": "", "relay_parent_number": 1}"#,
+    );
+    let not_json = write_file(dir.path(), "notjson.json", "parent_head=1");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![
+                "validate".into(),
+                adder.clone().into(),
+                "--params".into(),
+                bad_params.into(),
+            ],
+            "parent_head is not hex",
+        ),
+        (
+            vec![
+                "validate".into(),
+                adder.clone().into(),
+                "--params".into(),
+                not_json.into(),
+            ],
+            "malformed params",
+        ),
+        (
+            vec![
+                "validate".into(),
+                adder.clone().into(),
+                "--params".into(),
+                dir.path().join("missing.json").into(),
+            ],
+            "cannot read params file",
+        ),
+        (
+            vec![
+                "validate".into(),
+                dir.path().join("missing.wasm").into(),
+                "--params".into(),
+                "-".into(),
+            ],
+            "cannot read code file",
+        ),
+        (
+            vec!["prepare".into(), dir.path().join("missing.wasm").into()],
+            "cannot read code file",
+        ),
+        (vec!["validate".into(), adder.clone().into()], "required"),
+        (vec!["frobnicate".into()], "unrecognized subcommand"),
+    ];
+    for (args, needle) in cases {
+        let mut cmd = pvf(&store);
+        cmd.args(&args);
+        let (code, v, stderr) = run_json(&mut cmd);
+        assert_eq!(code, 64, "{args:?}: {v} {stderr}");
+        assert!(
+            v["error"].as_str().unwrap().contains(needle),
+            "{args:?}: {v}"
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: one line, got {stderr:?}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_code_is_invalid_and_leaves_no_partial_file() {
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let params = write_file(dir.path(), "params.json", ADDER_PARAMS);
+    let files = [
+        (
+            "garbage.wasm",
+            b"definitely not wasm".to_vec(),
+            "not a WebAssembly binary",
+        ),
+        (
+            "core.wasm",
+            wat::parse_str("(module)").unwrap(),
+            "core WebAssembly module",
+        ),
+        (
+            "other-world.wasm",
+            wat::parse_str("(component)").unwrap(),
+            "does not target pvf:validation/validation-function",
+        ),
+    ];
+    for (name, bytes, needle) in files {
+        let path = write_file(dir.path(), name, bytes);
+        for sub in ["prepare", "precheck", "validate"] {
+            let mut cmd = pvf(&store);
+            cmd.arg(sub).arg(&path);
+            if sub == "validate" {
+                cmd.arg("--params").arg(&params);
+            }
+            let (code, v, stderr) = run_json(&mut cmd);
+            assert_eq!(code, 1, "{name} {sub}: {v}");
+            assert_eq!(v["verdict"], "invalid", "{name} {sub}");
+            assert!(
+                v["reason"].as_str().unwrap().contains(needle),
+                "{name} {sub}: {v}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "{name} {sub}: {stderr:?}");
+        }
+    }
+    // The store holds one (empty) fingerprint directory and nothing else.
+    let dirs: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert_eq!(
+        std::fs::read_dir(&dirs[0]).unwrap().count(),
+        0,
+        "no file left in the store"
+    );
+}
+
+#[test]
+fn unusable_store_is_indeterminate() {
+    let dir = store_dir();
+    let not_a_dir = write_file(dir.path(), "file", "x");
+    let params = write_file(dir.path(), "params.json", ADDER_PARAMS);
+    let mut cmd = pvf(&not_a_dir);
+    cmd.arg("validate")
+        .arg(pvf_test_guests::path("adder"))
+        .arg("--params")
+        .arg(params);
+    let (code, v, stderr) = run_json(&mut cmd);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["verdict"], "indeterminate");
+    assert!(stderr.contains("artifact store"), "{stderr}");
+}
+
+#[test]
+fn cache_list_verify_prune() {
+    let dir = store_dir();
+    for guest in ["adder", "undying"] {
+        let mut cmd = pvf(dir.path());
+        cmd.arg("prepare").arg(pvf_test_guests::path(guest));
+        assert_eq!(run_json(&mut cmd).0, 0);
+    }
+    let (code, list, _) = run_json(pvf(dir.path()).args(["cache", "list"]));
+    assert_eq!(code, 0);
+    let artifacts = list["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts.len(), 2);
+    assert!(
+        artifacts
+            .iter()
+            .all(|a| a["current"] == true && a["size"].as_u64().unwrap() > 1000)
+    );
+    let fp = list["fingerprint"].as_str().unwrap().to_string();
+
+    // Damage one artifact; verify removes it and reports it.
+    let victim = artifacts[0]["code_hash"].as_str().unwrap();
+    let path = dir.path().join(&fp).join(format!("{victim}.artifact"));
+    std::fs::write(&path, b"short").unwrap();
+    let (code, report, _) = run_json(pvf(dir.path()).args(["cache", "verify"]));
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["checked"], 2);
+    assert_eq!(report["bad"][0]["code_hash"], victim);
+    assert_eq!(report["consistent"], true);
+    assert!(!path.exists());
+
+    // A directory of another fingerprint is pruned; with a zero budget so is everything of ours.
+    std::fs::create_dir(dir.path().join("cd".repeat(32))).unwrap();
+    let (code, pruned, _) = run_json(pvf(dir.path()).args(["cache", "prune", "--max-bytes", "0"]));
+    assert_eq!(code, 0, "{pruned}");
+    assert_eq!(pruned["removed_fingerprints"][0], "cd".repeat(32));
+    assert_eq!(pruned["removed_artifacts"].as_array().unwrap().len(), 1);
+    let (_, list, _) = run_json(pvf(dir.path()).args(["cache", "list"]));
+    assert_eq!(list["artifacts"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn human_output_without_json() {
+    let dir = store_dir();
+    let params = write_file(dir.path(), "params.json", ADDER_PARAMS);
+    let out = run(pvf(dir.path())
+        .arg("validate")
+        .arg(pvf_test_guests::path("adder"))
+        .arg("--params")
+        .arg(params));
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("valid (cache: miss) head_data=0x0c00000000000000"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use pvf_host::{CacheStatus, CodeHash, Config, Outcome, ValidationHost, ValidationParams, Verdict};
+use tempfile::TempDir;
+
+/// The configuration tests use: a short wall-clock timeout so `halt` ends quickly.
+pub fn test_config() -> Config {
+    Config::new().execution_timeout(Duration::from_millis(300))
+}
+
+/// A fresh store directory.
+pub fn store_dir() -> TempDir {
+    tempfile::tempdir().expect("create a temporary directory")
+}
+
+/// A host over `dir`.
+pub fn host(dir: &Path) -> ValidationHost {
+    let dir = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())
+        .expect("open store dir");
+    ValidationHost::new(dir, test_config()).expect("open host")
+}
+
+/// Params for `adder`: parent head `a`, block data `b`.
+pub fn adder_params(a: u64, b: u64) -> ValidationParams {
+    ValidationParams::new(a.to_le_bytes().to_vec(), b.to_le_bytes().to_vec(), 7)
+}
+
+/// Params for `undying`: `rounds` rounds over a small payload.
+pub fn undying_params(rounds: u32) -> ValidationParams {
+    let mut block = rounds.to_le_bytes().to_vec();
+    block.extend_from_slice(b"undying payload");
+    ValidationParams::new(vec![1, 2, 3], block, 9)
+}
+
+/// The guest `name`'s component bytes.
+pub fn guest(name: &str) -> Vec<u8> {
+    pvf_test_guests::bytes(name)
+}
+
+/// The path of the stored artifact of `code` in `host`'s store below `dir`.
+pub fn artifact_path(dir: &Path, host: &ValidationHost, code: &[u8]) -> PathBuf {
+    dir.join(host.fingerprint().to_hex())
+        .join(format!("{}.artifact", CodeHash::of(code)))
+}
+
+/// Asserts `outcome` is valid with head data `head` and cache path `cache`.
+pub fn assert_valid(outcome: &Outcome, head: &[u8], cache: CacheStatus) {
+    match &outcome.verdict {
+        Verdict::Valid(r) => assert_eq!(r.head_data, head, "head data"),
+        other => panic!("expected valid, got {other:?}"),
+    }
+    assert_eq!(outcome.cache, cache, "cache path");
+}
+
+/// The names of every file in the fingerprint directory of `host` below `dir`.
+pub fn files_in_store(dir: &Path, host: &ValidationHost) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(host.fingerprint().to_hex()))
+        .expect("list store")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The `pvf` binary with `--cache-dir dir`, stdin closed.
+pub fn pvf(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pvf"));
+    cmd.arg("--cache-dir").arg(dir).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` and returns its output, failing the test if it takes more than 60 s.
+pub fn run(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pvf");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pvf did not finish within 60 s: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` with `--json` and parses the one JSON object it prints.
+pub fn run_json(cmd: &mut Command) -> (i32, serde_json::Value, String) {
+    let out = run(cmd.arg("--json"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "exactly one line on stdout, got {stdout:?} (stderr {stderr})"
+    );
+    let value: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"));
+    assert!(
+        !stderr.contains("thread 'main' panicked"),
+        "pvf panicked: {stderr}"
+    );
+    (out.status.code().expect("exit code"), value, stderr)
+}
+
+/// Writes `text` to `name` in `dir` and returns the path.
+pub fn write_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write file");
+    path
+}
