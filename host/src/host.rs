@@ -188,7 +188,7 @@ impl ValidationHost {
     pub fn prepare(&self, code: &[u8]) -> Result<Prepared, ValidationError> {
         let code = decode(code, self.config.max_code_bytes)?;
         let code_hash = CodeHash::of(&code);
-        let runnable = self.runnable(&code_hash, &code)?;
+        let runnable = self.runnable(&code_hash, &code).map_err(|(_, e)| e)?;
         Ok(Prepared {
             code_hash,
             cache: runnable.cache,
@@ -200,7 +200,7 @@ impl ValidationHost {
     pub fn precheck(&self, code: &[u8]) -> Result<Prepared, ValidationError> {
         let code = decode(code, self.config.max_code_bytes)?;
         let code_hash = CodeHash::of(&code);
-        let runnable = self.runnable(&code_hash, &code)?;
+        let runnable = self.runnable(&code_hash, &code).map_err(|(_, e)| e)?;
         instantiate_only(&self.engine, &runnable.pre, &self.config)?;
         Ok(Prepared {
             code_hash,
@@ -226,14 +226,7 @@ impl ValidationHost {
         let code_hash = CodeHash::of(&code);
         let runnable = match self.runnable(&code_hash, &code) {
             Ok(runnable) => runnable,
-            Err(e) => {
-                let cache = if self.store.contains(&code_hash) {
-                    CacheStatus::Hit
-                } else {
-                    CacheStatus::Miss
-                };
-                return Outcome::failed(Some(code_hash), cache, e);
-            }
+            Err((cache, e)) => return Outcome::failed(Some(code_hash), cache, e),
         };
         let started = Instant::now();
         let result = execute(&self.engine, &runnable.pre, params, &self.config);
@@ -256,7 +249,12 @@ impl ValidationHost {
     }
 
     /// Look up → verify → construct → link; on a bad artifact evict and re-prepare.
-    fn runnable(&self, code_hash: &CodeHash, code: &[u8]) -> Result<Runnable, ValidationError> {
+    /// On failure, also says which path was taken (`miss` or `repaired`).
+    fn runnable(
+        &self,
+        code_hash: &CodeHash,
+        code: &[u8],
+    ) -> Result<Runnable, (CacheStatus, ValidationError)> {
         let fault = match self.load_stored(code_hash) {
             Ok(Some(pre)) => {
                 return Ok(Runnable {
@@ -277,8 +275,10 @@ impl ValidationHost {
                 CacheStatus::Repaired
             }
         };
-        let pre = self.prepare_fresh(code_hash, code)?;
-        Ok(Runnable { pre, cache })
+        match self.prepare_fresh(code_hash, code) {
+            Ok(pre) => Ok(Runnable { pre, cache }),
+            Err(e) => Err((cache, e.into())),
+        }
     }
 
     /// The stored artifact of `code_hash`, verified, constructed and linked; `Ok(None)` when
