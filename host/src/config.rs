@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The default fuel budget of one execution: see [`Config::new`].
+pub const DEFAULT_FUEL: u64 = 2_000_000_000;
+
 /// Limits and budgets of a [`ValidationHost`](crate::ValidationHost).
 ///
 /// Build it with [`Config::new`] and the setters; every setting has a default that suits a
@@ -14,6 +17,7 @@ pub struct Config {
     pub(crate) max_instances: usize,
     pub(crate) max_wasm_stack_bytes: usize,
     pub(crate) max_code_bytes: usize,
+    pub(crate) fuel: u64,
 }
 
 impl Default for Config {
@@ -35,6 +39,11 @@ impl Config {
     /// * `max_wasm_stack_bytes`: 1 MiB of wasm stack — deep enough for recursive parsers, and well
     ///   inside the 2 MiB stack of a tokio worker thread. Exceeding it is *invalid*.
     /// * `max_code_bytes`: 64 MiB of code after decompression — rejects compression bombs.
+    /// * `fuel`: [`DEFAULT_FUEL`] units (about one per executed wasm instruction) — the
+    ///   deterministic execution budget: running out is *invalid*, identically on every node.
+    ///   Sized to fit comfortably inside the wall-clock timeout on ordinary hardware (see
+    ///   BENCHMARKS.md for the measured rate), so an honest node hits the fuel limit, not the
+    ///   timeout, on a too-long candidate.
     pub fn new() -> Self {
         Self {
             execution_timeout: Duration::from_secs(2),
@@ -43,6 +52,7 @@ impl Config {
             max_instances: 64,
             max_wasm_stack_bytes: 1 << 20,
             max_code_bytes: 64 << 20,
+            fuel: DEFAULT_FUEL,
         }
     }
 
@@ -79,6 +89,12 @@ impl Config {
     /// Sets the limit on code size after decompression, in bytes (default 64 MiB).
     pub fn max_code_bytes(mut self, bytes: usize) -> Self {
         self.max_code_bytes = bytes;
+        self
+    }
+
+    /// Sets the fuel budget of one execution (default [`DEFAULT_FUEL`]).
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.fuel = fuel;
         self
     }
 

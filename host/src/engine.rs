@@ -36,6 +36,9 @@ pub fn wasmtime_config(config: &Config) -> wasmtime::Config {
     c.relaxed_simd_deterministic(true);
     // Speed: preparation of large code uses every core.
     c.parallel_compilation(true);
+    // Determinism: fuel counts executed instructions the same way on every machine; it is the
+    // verdict-bearing execution budget.
+    c.consume_fuel(true);
     // Safety net: wall-clock deadlines by epoch interruption (cheap checks in loops and calls).
     c.epoch_interruption(true);
     // Deterministic limit: wasm stack depth, the same on every node running this host.

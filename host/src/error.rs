@@ -79,6 +79,8 @@ pub enum LimitKind {
     Instances,
     /// The wasm stack overflowed.
     Stack,
+    /// The fuel budget (instruction count) ran out.
+    Fuel,
 }
 
 /// Why running a prepared artifact failed.

@@ -7,22 +7,19 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-
 use crate::bindings::ValidationFunctionPre;
 use crate::config::Config;
 use crate::engine::deadline_ticks;
 use crate::error::{ExecuteError, LimitKind};
-use crate::store::VerifiedArtifact;
+use crate::sandbox::{CappedOutput, GuestWasi, guest_wasi};
+use crate::store::{CodeHash, VerifiedArtifact};
 use crate::types::{ValidationParams, ValidationResult};
-
-/// How much of a guest's stderr is kept (to explain a trap, e.g. a Rust panic message).
-const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
 
 /// The per-call state of a store: the guest's WASI context and the limits it runs under.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    stderr: MemoryOutputPipe,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
     table: ResourceTable,
     limits: Limits,
 }
@@ -37,18 +34,15 @@ impl WasiView for HostState {
 }
 
 impl HostState {
-    fn new(config: &Config) -> Self {
-        // No preopened directories, no environment, no arguments, stdin closed, stdout
-        // discarded, stderr kept (bounded) for trap reasons, no sockets and no name lookup.
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+    fn new(config: &Config, code_hash: &CodeHash, params: &ValidationParams) -> Self {
+        let GuestWasi {
+            ctx,
+            stdout,
+            stderr,
+        } = guest_wasi(code_hash, params);
         Self {
-            wasi,
+            wasi: ctx,
+            stdout,
             stderr,
             table: ResourceTable::new(),
             limits: Limits {
@@ -57,6 +51,23 @@ impl HostState {
                 max_instances: config.max_instances,
                 exceeded: None,
             },
+        }
+    }
+
+    /// Forwards what the guest printed to the host's log.
+    fn forward_output(&self, code_hash: &CodeHash) {
+        for (stream, out) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let kept = out.contents();
+            if !kept.is_empty() || out.dropped() > 0 {
+                tracing::info!(
+                    target: "pvf::guest",
+                    code_hash = %code_hash,
+                    stream,
+                    dropped_bytes = out.dropped(),
+                    "{}",
+                    String::from_utf8_lossy(&kept)
+                );
+            }
         }
     }
 }
@@ -139,24 +150,36 @@ pub(crate) fn construct(
 pub(crate) fn execute(
     engine: &Engine,
     pre: &ValidationFunctionPre<HostState>,
+    code_hash: &CodeHash,
     params: &ValidationParams,
     config: &Config,
 ) -> Result<ValidationResult, ExecuteError> {
-    let mut store = new_store(engine, config);
-    let instance = match pre.instantiate(&mut store) {
+    let mut store = new_store(engine, config, code_hash, params);
+    let result = instantiate_and_call(&mut store, pre, params, config);
+    store.data().forward_output(code_hash);
+    result
+}
+
+fn instantiate_and_call(
+    store: &mut Store<HostState>,
+    pre: &ValidationFunctionPre<HostState>,
+    params: &ValidationParams,
+    config: &Config,
+) -> Result<ValidationResult, ExecuteError> {
+    let instance = match pre.instantiate(&mut *store) {
         Ok(instance) => instance,
         Err(e) => {
-            return Err(classify(e, &mut store, config, ExecuteError::Instantiation));
+            return Err(classify(e, store, config, ExecuteError::Instantiation));
         }
     };
     let wit_params = params.to_wit();
     match instance
         .pvf_validation_validate()
-        .call_validate_block(&mut store, &wit_params)
+        .call_validate_block(&mut *store, &wit_params)
     {
         Ok(Ok(result)) => Ok(result.into()),
         Ok(Err(reason)) => Err(ExecuteError::GuestRejected(reason)),
-        Err(e) => Err(classify(e, &mut store, config, ExecuteError::Trap)),
+        Err(e) => Err(classify(e, store, config, ExecuteError::Trap)),
     }
 }
 
@@ -164,19 +187,29 @@ pub(crate) fn execute(
 pub(crate) fn instantiate_only(
     engine: &Engine,
     pre: &ValidationFunctionPre<HostState>,
+    code_hash: &CodeHash,
     config: &Config,
 ) -> Result<(), ExecuteError> {
-    let mut store = new_store(engine, config);
+    let mut store = new_store(engine, config, code_hash, &ValidationParams::default());
     match pre.instantiate(&mut store) {
         Ok(_) => Ok(()),
         Err(e) => Err(classify(e, &mut store, config, ExecuteError::Instantiation)),
     }
 }
 
-/// A fresh store with a fresh WASI context, the limiter and the wall-clock deadline.
-fn new_store(engine: &Engine, config: &Config) -> Store<HostState> {
-    let mut store = Store::new(engine, HostState::new(config));
+/// A fresh store with a fresh deterministic WASI context, the limiter, the fuel budget and the
+/// wall-clock deadline.
+fn new_store(
+    engine: &Engine,
+    config: &Config,
+    code_hash: &CodeHash,
+    params: &ValidationParams,
+) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(config, code_hash, params));
     store.limiter(|state| &mut state.limits);
+    store
+        .set_fuel(config.fuel)
+        .expect("fuel consumption is enabled in the engine configuration");
     store.set_epoch_deadline(deadline_ticks(config.execution_timeout));
     store.epoch_deadline_trap();
     store
@@ -213,6 +246,10 @@ fn classify(
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => ExecuteError::Timeout(config.execution_timeout),
+        Some(Trap::OutOfFuel) => ExecuteError::ResourceLimit {
+            kind: LimitKind::Fuel,
+            detail: format!("fuel budget of {} exhausted", config.fuel),
+        },
         Some(Trap::StackOverflow) => ExecuteError::ResourceLimit {
             kind: LimitKind::Stack,
             detail: format!(

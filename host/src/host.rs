@@ -201,7 +201,7 @@ impl ValidationHost {
         let code = decode(code, self.config.max_code_bytes)?;
         let code_hash = CodeHash::of(&code);
         let runnable = self.runnable(&code_hash, &code).map_err(|(_, e)| e)?;
-        instantiate_only(&self.engine, &runnable.pre, &self.config)?;
+        instantiate_only(&self.engine, &runnable.pre, &code_hash, &self.config)?;
         Ok(Prepared {
             code_hash,
             cache: runnable.cache,
@@ -229,7 +229,13 @@ impl ValidationHost {
             Err((cache, e)) => return Outcome::failed(Some(code_hash), cache, e),
         };
         let started = Instant::now();
-        let result = execute(&self.engine, &runnable.pre, params, &self.config);
+        let result = execute(
+            &self.engine,
+            &runnable.pre,
+            &code_hash,
+            params,
+            &self.config,
+        );
         let verdict = match result {
             Ok(result) => Verdict::Valid(result),
             Err(e) => Verdict::from_error(e.into()),

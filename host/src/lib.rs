@@ -36,15 +36,17 @@ mod error;
 mod execute;
 mod host;
 mod prepare;
+mod sandbox;
 mod store;
 mod types;
 
-pub use config::Config;
+pub use config::{Config, DEFAULT_FUEL};
 pub use engine::wasmtime_config;
 pub use env::EnvFingerprint;
 pub use error::{
     ExecuteError, FailureClass, HostError, LimitKind, PrepareError, StoreError, ValidationError,
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
+pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS};
 pub use store::{ArtifactInfo, ArtifactStore, CodeHash, PruneReport};
 pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};

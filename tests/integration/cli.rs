@@ -90,7 +90,8 @@ fn verdict_exit_codes() {
         ("halt", 2, "indeterminate", "timed out"),
     ] {
         let mut cmd = pvf(&store);
-        cmd.args(["--timeout-ms", "300", "validate"])
+        // Fuel large enough that `halt` meets the wall-clock deadline first.
+        cmd.args(["--timeout-ms", "300", "--fuel", "1000000000000", "validate"])
             .arg(pvf_test_guests::path(guest))
             .arg("--params")
             .arg(&params);

@@ -7,9 +7,12 @@ use std::time::Duration;
 use pvf_host::{CacheStatus, CodeHash, Config, Outcome, ValidationHost, ValidationParams, Verdict};
 use tempfile::TempDir;
 
-/// The configuration tests use: a short wall-clock timeout so `halt` ends quickly.
+/// The configuration tests use: a short wall-clock timeout so `halt` ends quickly, and fuel
+/// large enough that the timeout, not the fuel, ends it.
 pub fn test_config() -> Config {
-    Config::new().execution_timeout(Duration::from_millis(300))
+    Config::new()
+        .execution_timeout(Duration::from_millis(300))
+        .fuel(1_000_000_000_000)
 }
 
 /// A fresh store directory.

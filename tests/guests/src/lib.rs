@@ -6,8 +6,21 @@ use std::path::PathBuf;
 /// The directory holding `<name>.wasm` for every bundled guest.
 pub const GUEST_DIR: &str = env!("PVF_GUEST_DIR");
 
-/// The names of every bundled guest, as their folders in `guest-components/` are named.
-pub const ALL: &[&str] = &["adder", "undying", "halt", "reject", "trap"];
+/// The names of every bundled guest: their folder names in `guest-components/` with `-` written
+/// `_` (the names of the built `.wasm` files).
+pub const ALL: &[&str] = &[
+    "adder",
+    "undying",
+    "halt",
+    "reject",
+    "trap",
+    "memory_bomb",
+    "alloc",
+    "stack_bomb",
+    "nondeterminism_probe",
+    "sandbox_escape",
+    "stdout_flood",
+];
 
 /// The path of the built component of guest `name` (e.g. `"adder"`).
 pub fn path(name: &str) -> PathBuf {

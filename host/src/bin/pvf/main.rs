@@ -39,6 +39,9 @@ struct Cli {
     /// Wall-clock limit of one execution, in milliseconds.
     #[arg(long, global = true, value_name = "MS")]
     timeout_ms: Option<u64>,
+    /// Fuel budget of one execution (about one unit per wasm instruction; running out is invalid).
+    #[arg(long, global = true, value_name = "N")]
+    fuel: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,6 +133,9 @@ fn run(cli: Cli) -> u8 {
     let mut config = Config::new();
     if let Some(ms) = cli.timeout_ms {
         config = config.execution_timeout(Duration::from_millis(ms));
+    }
+    if let Some(fuel) = cli.fuel {
+        config = config.fuel(fuel);
     }
     // Inputs first: an unreadable file is a usage error whatever the store's state.
     let (code, params) = match &cli.command {
