@@ -231,3 +231,47 @@ impl tokio::io::AsyncWrite for CappedOutput {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_output_keeps_the_first_bytes_and_counts_the_rest() {
+        let mut out = CappedOutput::new(10);
+        OutputStream::write(&mut out, bytes::Bytes::from_static(b"0123456")).unwrap();
+        OutputStream::write(&mut out, bytes::Bytes::from_static(b"789abcdef")).unwrap();
+        assert_eq!(out.contents(), b"0123456789");
+        assert_eq!(out.dropped(), 6);
+        // Never closes: a guest may keep writing.
+        assert_eq!(out.check_write().unwrap(), WRITE_BUDGET);
+    }
+
+    #[test]
+    fn monotonic_clock_steps_and_wall_clock_is_frozen() {
+        let clock = SteppingMonotonicClock::default();
+        assert_eq!(clock.now(), 0);
+        assert_eq!(clock.now(), MONOTONIC_STEP_NANOS);
+        assert_eq!(FrozenWallClock.now(), Duration::from_secs(WALL_CLOCK_SECS));
+    }
+
+    #[test]
+    fn randomness_depends_on_code_and_params_only() {
+        let code = CodeHash::of(b"code");
+        let params = ValidationParams::new(vec![1], vec![2], 3);
+        assert_eq!(
+            randomness_seed(&code, &params),
+            randomness_seed(&code, &params)
+        );
+        assert_ne!(
+            randomness_seed(&code, &params),
+            randomness_seed(&CodeHash::of(b"other"), &params)
+        );
+        // Field boundaries are part of the input: moving a byte between fields changes the seed.
+        let moved = ValidationParams::new(vec![1, 2], vec![], 3);
+        assert_ne!(
+            randomness_seed(&code, &params),
+            randomness_seed(&code, &moved)
+        );
+    }
+}

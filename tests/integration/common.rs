@@ -20,11 +20,16 @@ pub fn store_dir() -> TempDir {
     tempfile::tempdir().expect("create a temporary directory")
 }
 
-/// A host over `dir`.
+/// A host over `dir` with [`test_config`].
 pub fn host(dir: &Path) -> ValidationHost {
+    host_with(dir, test_config())
+}
+
+/// A host over `dir` with `config`.
+pub fn host_with(dir: &Path, config: Config) -> ValidationHost {
     let dir = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())
         .expect("open store dir");
-    ValidationHost::new(dir, test_config()).expect("open host")
+    ValidationHost::new(dir, config).expect("open host")
 }
 
 /// Params for `adder`: parent head `a`, block data `b`.

@@ -3,5 +3,7 @@
 
 mod cli;
 mod common;
+mod limits;
+mod sandbox;
 mod store_faults;
 mod verdicts;
