@@ -47,6 +47,6 @@ pub use error::{
     ExecuteError, FailureClass, HostError, LimitKind, PrepareError, StoreError, ValidationError,
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
-pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS};
+pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS, guest_wasi_ctx};
 pub use store::{ArtifactInfo, ArtifactStore, CodeHash, PruneReport};
 pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};

@@ -73,6 +73,14 @@ pub(crate) fn guest_wasi(code_hash: &CodeHash, params: &ValidationParams) -> Gue
     }
 }
 
+/// The WASI context a guest gets for running `code_hash` on `params` (see the module table).
+///
+/// [`ValidationHost`](crate::ValidationHost) builds it for every call; it is public for embedders
+/// that instantiate components themselves and for benchmarks.
+pub fn guest_wasi_ctx(code_hash: &CodeHash, params: &ValidationParams) -> WasiCtx {
+    guest_wasi(code_hash, params).ctx
+}
+
 /// 32 bytes that depend only on the code and the candidate.
 fn randomness_seed(code_hash: &CodeHash, params: &ValidationParams) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("pvf-host guest randomness seed v1");
