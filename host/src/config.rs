@@ -18,6 +18,8 @@ pub struct Config {
     pub(crate) max_wasm_stack_bytes: usize,
     pub(crate) max_code_bytes: usize,
     pub(crate) fuel: u64,
+    pub(crate) keep_other_fingerprints: bool,
+    pub(crate) prepare_wait: Duration,
 }
 
 impl Default for Config {
@@ -44,6 +46,10 @@ impl Config {
     ///   Sized to fit comfortably inside the wall-clock timeout on ordinary hardware (see
     ///   BENCHMARKS.md for the measured rate), so an honest node hits the fuel limit, not the
     ///   timeout, on a too-long candidate.
+    /// * `keep_other_fingerprints`: `false` — at open, the store removes the directories of other
+    ///   environments that no live process uses (their artifacts can never be loaded here).
+    /// * `prepare_wait`: 6 min (the reference system's lenient preparation timeout) — how long to
+    ///   wait for another thread or process preparing the same code before preparing it too.
     pub fn new() -> Self {
         Self {
             execution_timeout: Duration::from_secs(2),
@@ -53,6 +59,8 @@ impl Config {
             max_wasm_stack_bytes: 1 << 20,
             max_code_bytes: 64 << 20,
             fuel: DEFAULT_FUEL,
+            keep_other_fingerprints: false,
+            prepare_wait: Duration::from_secs(360),
         }
     }
 
@@ -95,6 +103,18 @@ impl Config {
     /// Sets the fuel budget of one execution (default [`DEFAULT_FUEL`]).
     pub fn fuel(mut self, fuel: u64) -> Self {
         self.fuel = fuel;
+        self
+    }
+
+    /// Keep (`true`) or remove (`false`, default) other environments' unused artifacts at open.
+    pub fn keep_other_fingerprints(mut self, keep: bool) -> Self {
+        self.keep_other_fingerprints = keep;
+        self
+    }
+
+    /// Sets how long to wait for a concurrent preparation of the same code (default 6 min).
+    pub fn prepare_wait(mut self, wait: Duration) -> Self {
+        self.prepare_wait = wait;
         self
     }
 

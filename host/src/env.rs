@@ -7,6 +7,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use wasmtime::Engine;
 
+use crate::config::Config;
+
 /// A blake3 hash over everything that can make a compiled artifact unusable on this node:
 /// wasmtime's compatibility hash (its version, target, ISA flags, tunables and features), this
 /// crate's version, the bytes of the running executable, the CPU features detected at runtime
@@ -23,7 +25,7 @@ impl EnvFingerprint {
     /// Reads the running executable through ambient authority (`std::env::current_exe`): this
     /// is, with opening the store's directory, the only file access outside a
     /// [`cap_std::fs::Dir`] handed in by the caller.
-    pub fn current(engine: &Engine) -> std::io::Result<Self> {
+    pub fn current(engine: &Engine, config: &Config) -> std::io::Result<Self> {
         let exe = std::env::current_exe()?;
         let (Some(parent), Some(name)) = (exe.parent(), exe.file_name()) else {
             return Err(std::io::Error::other(format!(
@@ -33,10 +35,13 @@ impl EnvFingerprint {
         };
         let exe_dir = Dir::open_ambient_dir(parent, ambient_authority())?;
         let exe_bytes = exe_dir.read(name)?;
+        // The engine settings that are not runtime limits: wasmtime's compatibility hash covers
+        // the compilation settings; the stack limit is added here.
+        let engine_settings = format!("max_wasm_stack={}", config.max_wasm_stack_bytes);
         Ok(Self::from_parts(
             engine,
             &exe_bytes,
-            &cpu_features(),
+            &format!("{} {engine_settings}", cpu_features()),
             &kernel_release(),
         ))
     }

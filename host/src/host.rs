@@ -14,8 +14,9 @@ use crate::error::{
     ExecuteError, FailureClass, HostError, PrepareError, StoreError, ValidationError,
 };
 use crate::execute::{HostState, construct, execute, instantiate_only};
+use crate::inflight::InFlight;
 use crate::prepare::{compile, decode, link};
-use crate::store::{ArtifactStore, CodeHash};
+use crate::store::{ArtifactStore, CodeHash, FileLock, StoreOptions};
 use crate::types::{ValidationParams, ValidationResult};
 
 /// Which path the artifact took: the `cache` field of the command line's JSON.
@@ -114,6 +115,7 @@ pub struct ValidationHost {
     linker: Linker<HostState>,
     store: ArtifactStore,
     config: Config,
+    in_flight: InFlight,
     _ticker: EpochTicker,
 }
 
@@ -130,7 +132,8 @@ impl ValidationHost {
     /// Opens a host whose artifact store lives in `store_dir`.
     pub fn new(store_dir: Dir, config: Config) -> Result<Self, HostError> {
         let engine = new_engine(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let fingerprint = EnvFingerprint::current(&engine).map_err(HostError::Fingerprint)?;
+        let fingerprint =
+            EnvFingerprint::current(&engine, &config).map_err(HostError::Fingerprint)?;
         Self::open(store_dir, config, engine, fingerprint)
     }
 
@@ -157,13 +160,17 @@ impl ValidationHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let store = ArtifactStore::open(store_dir, fingerprint)?;
+        let options = StoreOptions::new()
+            .keep_other_fingerprints(config.keep_other_fingerprints)
+            .lock_wait(config.prepare_wait);
+        let store = ArtifactStore::open(store_dir, fingerprint, options)?;
         let ticker = EpochTicker::start(&engine).map_err(HostError::Ticker)?;
         Ok(Self {
             engine,
             linker,
             store,
             config,
+            in_flight: InFlight::default(),
             _ticker: ticker,
         })
     }
@@ -255,13 +262,17 @@ impl ValidationHost {
     }
 
     /// Look up → verify → construct → link; on a bad artifact evict and re-prepare.
+    ///
+    /// Preparation is single-flight: within this process (`InFlight`) and across processes
+    /// sharing the store (the store's per-key lock). Whoever waited looks again before preparing,
+    /// and finds the artifact the other one stored.
     /// On failure, also says which path was taken (`miss` or `repaired`).
     fn runnable(
         &self,
         code_hash: &CodeHash,
         code: &[u8],
     ) -> Result<Runnable, (CacheStatus, ValidationError)> {
-        let fault = match self.load_stored(code_hash) {
+        let mut fault = match self.load_stored(code_hash, None) {
             Ok(Some(pre)) => {
                 return Ok(Runnable {
                     pre,
@@ -271,6 +282,21 @@ impl ValidationHost {
             Ok(None) => None,
             Err(fault) => Some(fault),
         };
+        let _ticket = self.in_flight.enter(*code_hash, self.config.prepare_wait);
+        let lock = self.store.lock_for_prepare(code_hash);
+        if fault.is_none() {
+            // Someone else may have prepared it while we waited.
+            match self.load_stored(code_hash, Some(lock.as_ref())) {
+                Ok(Some(pre)) => {
+                    return Ok(Runnable {
+                        pre,
+                        cache: CacheStatus::Hit,
+                    });
+                }
+                Ok(None) => {}
+                Err(f) => fault = Some(f),
+            }
+        }
         let cache = match fault {
             None => CacheStatus::Miss,
             Some(fault) => {
@@ -283,17 +309,32 @@ impl ValidationHost {
         };
         match self.prepare_fresh(code_hash, code) {
             Ok(pre) => Ok(Runnable { pre, cache }),
-            Err(e) => Err((cache, e.into())),
+            Err(e) => {
+                // Nothing is stored for code that does not prepare; leave no lock file behind.
+                if let Some(lock) = lock {
+                    self.store.discard_lock(code_hash, lock);
+                }
+                Err((cache, e.into()))
+            }
         }
     }
 
     /// The stored artifact of `code_hash`, verified, constructed and linked; `Ok(None)` when
     /// there is none; `Err` with the reason when there is one but it is bad.
+    ///
+    /// `held` is `Some` when the caller holds the key's preparation lock (the inner `None` if it
+    /// could not be had); `None` when it holds nothing and the load should wait for a concurrent
+    /// preparation.
     fn load_stored(
         &self,
         code_hash: &CodeHash,
+        held: Option<Option<&FileLock>>,
     ) -> Result<Option<ValidationFunctionPre<HostState>>, String> {
-        let artifact = match self.store.load(code_hash) {
+        let loaded = match held {
+            None => self.store.load(code_hash),
+            Some(lock) => self.store.load_locked(code_hash, lock),
+        };
+        let artifact = match loaded {
             Ok(Some(artifact)) => artifact,
             Ok(None) => return Ok(None),
             Err(e) => return Err(e.to_string()),
@@ -332,7 +373,7 @@ impl ValidationHost {
         let mut report = VerifyReport::default();
         for hash in self.store.hashes()? {
             report.checked += 1;
-            match self.load_stored(&hash) {
+            match self.load_stored(&hash, None) {
                 Ok(_) => {}
                 Err(reason) => {
                     let removed = self.store.remove(&hash).is_ok();

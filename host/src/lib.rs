@@ -35,6 +35,7 @@ mod env;
 mod error;
 mod execute;
 mod host;
+mod inflight;
 mod prepare;
 mod sandbox;
 mod store;
@@ -48,5 +49,8 @@ pub use error::{
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
 pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS, guest_wasi_ctx};
-pub use store::{ArtifactInfo, ArtifactStore, CodeHash, PruneReport};
+pub use store::{
+    ArtifactInfo, ArtifactStore, CodeHash, LAST_USE_GRANULARITY, PrunePolicy, PruneReport,
+    StoreOptions,
+};
 pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};

@@ -64,11 +64,13 @@ pub fn assert_valid(outcome: &Outcome, head: &[u8], cache: CacheStatus) {
     assert_eq!(outcome.cache, cache, "cache path");
 }
 
-/// The names of every file in the fingerprint directory of `host` below `dir`.
+/// The names of every file in the fingerprint directory of `host` below `dir`, but the
+/// directory's `.in-use` marker.
 pub fn files_in_store(dir: &Path, host: &ValidationHost) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join(host.fingerprint().to_hex()))
         .expect("list store")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name != ".in-use")
         .collect();
     names.sort();
     names

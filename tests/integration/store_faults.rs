@@ -125,8 +125,19 @@ fn artifact_from_another_fingerprint_is_not_used() {
         &4u64.to_le_bytes(),
         CacheStatus::Hit,
     );
-    // The other environment's directory is pruned whole, ours is kept.
-    let report = host.store().prune(None).expect("prune");
+    // While the other environment's host is open, its directory is in use and kept.
+    let report = host
+        .store()
+        .prune(&pvf_host::PrunePolicy::new())
+        .expect("prune");
+    assert!(report.removed_fingerprints.is_empty());
+    assert!(foreign.exists());
+    drop(other);
+    // Then it is pruned whole, ours is kept.
+    let report = host
+        .store()
+        .prune(&pvf_host::PrunePolicy::new())
+        .expect("prune");
     assert_eq!(report.removed_fingerprints, vec![other_fp.to_hex()]);
     assert!(!foreign.exists());
     assert!(ours.exists());
@@ -210,7 +221,7 @@ fn stale_temporary_files_are_removed_at_open_and_live_ones_kept() {
     std::fs::remove_file(&live).unwrap();
     assert_eq!(
         files_in_store(dir.path(), &h),
-        vec![format!("{hash}.artifact")]
+        vec![format!("{hash}.artifact"), format!("{hash}.lock")]
     );
 }
 

@@ -16,7 +16,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use clap::{Parser, Subcommand};
 use pvf_host::{
-    Config, FailureClass, Outcome, ValidationError, ValidationHost, ValidationResult, Verdict,
+    Config, FailureClass, Outcome, PrunePolicy, ValidationError, ValidationHost, ValidationResult,
+    Verdict,
 };
 use serde_json::{Value, json};
 
@@ -77,11 +78,15 @@ enum CacheCommand {
     List,
     /// Verify every artifact of this environment (checksum, construction), removing bad ones.
     Verify,
-    /// Remove other environments' artifacts, and the oldest of this one's beyond a budget.
+    /// Remove other environments' unused artifacts, this one's unused for too long, and the
+    /// least recently used beyond a byte budget. Artifacts in use are kept.
     Prune {
-        /// Keep at most this many bytes of this environment's artifacts.
+        /// Keep at most this many bytes of this environment's artifacts [default: 10 GiB].
         #[arg(long, value_name = "N")]
         max_bytes: Option<u64>,
+        /// Remove artifacts unused for longer than this (e.g. `24h`, `30m`, `7d`) [default: 24h].
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
     },
 }
 
@@ -155,6 +160,10 @@ fn run(cli: Cli) -> u8 {
         }
         Command::Cache(_) => (None, None),
     };
+    // Inspecting the store must not remove other environments' directories; pruning says so.
+    if let Command::Cache(_) = cli.command {
+        config = config.keep_other_fingerprints(true);
+    }
     let host = match open_host(&cli.cache_dir, config) {
         Ok(host) => host,
         Err(e) => {
@@ -313,7 +322,7 @@ fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
                             "fingerprint": a.fingerprint,
                             "current": a.current,
                             "size": a.size,
-                            "modified_unix": a.modified.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+                            "last_used_unix": a.last_used.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
                         })
                     })
                     .collect();
@@ -371,12 +380,30 @@ fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
             }
             Err(e) => store_failure(out, &e),
         },
-        CacheCommand::Prune { max_bytes } => match host.store().prune(max_bytes) {
-            Ok(r) => {
-                out.emit(
+        CacheCommand::Prune {
+            max_bytes,
+            older_than,
+        } => {
+            let mut policy = PrunePolicy::new();
+            if let Some(bytes) = max_bytes {
+                policy = policy.max_bytes(Some(bytes));
+            }
+            if let Some(idle) = older_than {
+                policy = policy.max_idle(Some(idle));
+            }
+            prune(out, host, &policy)
+        }
+    }
+}
+
+fn prune(out: &Output, host: &ValidationHost, policy: &PrunePolicy) -> u8 {
+    match host.store().prune(policy) {
+        Ok(r) => {
+            out.emit(
                     json!({
                         "removed_artifacts": r.removed_artifacts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
                         "removed_fingerprints": r.removed_fingerprints,
+                        "skipped_in_use": r.skipped_in_use.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
                         "freed_bytes": r.freed_bytes,
                     }),
                     &format!(
@@ -387,10 +414,9 @@ fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
                     ),
                     None,
                 );
-                EXIT_OK
-            }
-            Err(e) => store_failure(out, &e),
-        },
+            EXIT_OK
+        }
+        Err(e) => store_failure(out, &e),
     }
 }
 

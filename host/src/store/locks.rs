@@ -1,0 +1,102 @@
+//! Advisory file locks (`flock`) that coordinate processes sharing one store.
+//!
+//! - `.in-use` in a fingerprint directory: every process that opened the store holds a *shared*
+//!   lock on it for its lifetime. A directory whose `.in-use` can be locked *exclusively* has no
+//!   live user and may be removed.
+//! - `<code-hash>.lock`: held *exclusively* while preparing that code (one compilation across all
+//!   processes), *shared* while loading its artifact, and exclusively (without waiting) by pruning,
+//!   which skips artifacts in use.
+//!
+//! The kernel releases a lock when its holder dies, so a crashed process never blocks others.
+//! Waits are bounded: after the deadline the caller goes on without the lock (at worst, the
+//! same code is compiled twice; artifacts are still replaced atomically).
+
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+use cap_std::fs::{Dir, File, OpenOptions};
+use rustix::fs::{AtFlags, FlockOperation, flock, fstat, statat};
+
+/// A held lock; released when dropped (the descriptor is closed).
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: File,
+}
+
+/// Lock modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// Locks `name` in `dir` (creating it if needed and possible), waiting at most `wait`.
+///
+/// `Ok(None)` when the wait ran out. After locking, checks the name still refers to the locked
+/// file (another process may have removed and re-created it meanwhile) and retries if not.
+pub(crate) fn lock(
+    dir: &Dir,
+    name: &str,
+    mode: Mode,
+    wait: Duration,
+) -> std::io::Result<Option<FileLock>> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let file = open_lock_file(dir, name)?;
+        let op = match mode {
+            Mode::Shared => FlockOperation::NonBlockingLockShared,
+            Mode::Exclusive => FlockOperation::NonBlockingLockExclusive,
+        };
+        match flock(&file, op) {
+            Ok(()) => {
+                if same_file(dir, name, &file)? {
+                    return Ok(Some(FileLock { _file: file }));
+                }
+                // Replaced under us: lock the new one.
+                continue;
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+            Err(e) => return Err(e.into()),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Locks `name` without waiting: `Ok(None)` when someone else holds it.
+pub(crate) fn try_lock(dir: &Dir, name: &str, mode: Mode) -> std::io::Result<Option<FileLock>> {
+    lock(dir, name, mode, Duration::ZERO)
+}
+
+fn open_lock_file(dir: &Dir, name: &str) -> std::io::Result<File> {
+    let mut create = OpenOptions::new();
+    create.read(true).write(true).create(true);
+    match dir.open_with(name, &create) {
+        Ok(file) => Ok(file),
+        // A read-only store: lock the existing file if there is one.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            dir.open(name)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `name` in `dir` is still the file `file` is open on.
+fn same_file(dir: &Dir, name: &str, file: &File) -> std::io::Result<bool> {
+    let held = fstat(file)?;
+    match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(now) => Ok(now.st_ino == held.st_ino && now.st_dev == held.st_dev),
+        Err(e) if e == rustix::io::Errno::NOENT => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

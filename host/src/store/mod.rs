@@ -1,0 +1,389 @@
+//! The artifact store: one directory per environment fingerprint, one checksummed file per code
+//! hash, atomic writes.
+//!
+//! Layout under the store's root directory:
+//!
+//! ```text
+//! <fingerprint-hex>/                      one per environment (see EnvFingerprint)
+//!     .in-use                             shared-locked by every process using this directory
+//!     <code-hash-hex>.artifact            header + wasmtime artifact; mtime = last use
+//!     <code-hash-hex>.lock                per-key lock: prepare (exclusive), load (shared)
+//!     .tmp-<code-hash-hex>-<pid>-<n>      a write in progress (or left by a crash)
+//! ```
+//!
+//! Several processes may share a store; see [`locks`] for how they coordinate. Last use is the
+//! artifact's modification time, refreshed on load when older than [`LAST_USE_GRANULARITY`]:
+//! at most one metadata write per artifact per hour, none on most hits.
+//!
+//! An artifact file is `MAGIC (8 bytes) | checksum (32 bytes) | wasmtime artifact`, where the
+//! checksum is blake3 over the fingerprint, the code hash and the artifact bytes: a file copied
+//! from another fingerprint directory or renamed to another code hash fails verification.
+//!
+//! Nothing here takes a path: the store is reached only through the [`Dir`] it was opened with.
+
+use std::fmt;
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cap_std::fs::Dir;
+
+use crate::env::{EnvFingerprint, hex_string};
+use crate::error::StoreError;
+
+mod locks;
+mod maintenance;
+
+pub(crate) use locks::FileLock;
+use locks::Mode;
+pub use maintenance::{ArtifactInfo, PrunePolicy, PruneReport};
+
+/// The first bytes of every artifact file (format version 1).
+const MAGIC: &[u8; 8] = b"PVFART\x00\x01";
+const HEADER_LEN: usize = MAGIC.len() + 32;
+const ARTIFACT_SUFFIX: &str = ".artifact";
+const LOCK_SUFFIX: &str = ".lock";
+const TMP_PREFIX: &str = ".tmp-";
+const IN_USE: &str = ".in-use";
+/// How stale an artifact's last-use time may get before a load refreshes it.
+pub const LAST_USE_GRANULARITY: Duration = Duration::from_secs(3600);
+
+/// Distinguishes temporary files of concurrent writers in one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The blake3 hash of (decompressed) code: the key of its artifact.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CodeHash([u8; 32]);
+
+impl CodeHash {
+    /// The hash of `code` (already decompressed).
+    pub fn of(code: &[u8]) -> Self {
+        Self(*blake3::hash(code).as_bytes())
+    }
+
+    /// The 32 bytes of the hash.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn file_name(&self) -> String {
+        format!("{self}{ARTIFACT_SUFFIX}")
+    }
+
+    fn lock_name(&self) -> String {
+        format!("{self}{LOCK_SUFFIX}")
+    }
+}
+
+impl fmt::Display for CodeHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex_string(&self.0))
+    }
+}
+
+impl fmt::Debug for CodeHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CodeHash({self})")
+    }
+}
+
+impl FromStr for CodeHash {
+    type Err = String;
+
+    /// Parses 64 hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_hex32(s)
+            .map(Self)
+            .ok_or_else(|| format!("not a code hash (64 hex digits): {s:?}"))
+    }
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// An artifact whose checksum was verified against this store's fingerprint and its code hash.
+/// Only [`ArtifactStore::load`] makes one.
+pub(crate) struct VerifiedArtifact {
+    file: Vec<u8>,
+}
+
+impl VerifiedArtifact {
+    /// The wasmtime artifact bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.file[HEADER_LEN..]
+    }
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub(crate) keep_other_fingerprints: bool,
+    pub(crate) lock_wait: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StoreOptions {
+    /// The defaults: directories of other fingerprints that no live process uses are removed
+    /// at open; a process waits up to 6 minutes (the reference system's lenient preparation
+    /// timeout) for another to finish preparing the same code before preparing it itself.
+    pub fn new() -> Self {
+        Self {
+            keep_other_fingerprints: false,
+            lock_wait: Duration::from_secs(360),
+        }
+    }
+
+    /// Keep (`true`) or remove (`false`, default) unused directories of other fingerprints at open.
+    pub fn keep_other_fingerprints(mut self, keep: bool) -> Self {
+        self.keep_other_fingerprints = keep;
+        self
+    }
+
+    /// How long to wait for another process preparing the same code (default 6 min).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+}
+
+/// The persistent store of prepared artifacts for one environment fingerprint.
+pub struct ArtifactStore {
+    root: Dir,
+    dir: Dir,
+    fingerprint: EnvFingerprint,
+    options: StoreOptions,
+    /// Our shared lock on `.in-use`: tells other processes this directory is live.
+    _in_use: Option<FileLock>,
+}
+
+impl fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArtifactStore")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArtifactStore {
+    /// Opens the store below `root` for `fingerprint`: creates the fingerprint's directory if
+    /// needed, marks it in use, removes temporary files left there by writers that are no longer
+    /// running and (unless [`StoreOptions::keep_other_fingerprints`]) removes the directories of
+    /// other fingerprints that no live process uses.
+    pub fn open(
+        root: Dir,
+        fingerprint: EnvFingerprint,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let name = fingerprint.to_hex();
+        // Another process may remove this directory between our open and our lock (it saw it
+        // unused): check we locked the directory that is there, and retry if not.
+        let mut attempts = 0;
+        let (dir, in_use) = loop {
+            attempts += 1;
+            match root.create_dir(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io(format!("create directory {name}"), e)),
+            }
+            let dir = root
+                .open_dir(&name)
+                .map_err(|e| StoreError::io(format!("open directory {name}"), e))?;
+            let in_use = match locks::lock(&dir, IN_USE, Mode::Shared, options.lock_wait) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    // A read-only store can still be read; it just cannot be marked in use.
+                    tracing::warn!(error = %e, "cannot mark the store directory in use");
+                    None
+                }
+            };
+            if attempts >= 3 || maintenance::still_there(&root, &name, &dir) {
+                break (dir, in_use);
+            }
+        };
+        let store = Self {
+            root,
+            dir,
+            fingerprint,
+            options,
+            _in_use: in_use,
+        };
+        store.remove_stale_temporaries()?;
+        if !store.options.keep_other_fingerprints {
+            if let Err(e) = store.remove_other_fingerprints() {
+                tracing::warn!(error = %e, "could not remove other environments' artifacts");
+            }
+        }
+        Ok(store)
+    }
+
+    /// The fingerprint this store serves.
+    pub fn fingerprint(&self) -> EnvFingerprint {
+        self.fingerprint
+    }
+
+    /// Reads and verifies the artifact of `hash`.
+    ///
+    /// `Ok(None)` when there is none. `Err(StoreError::Corrupt)` when the file is there but is not
+    /// what this store wrote for this code; `Err(StoreError::Io)` when it cannot be read. Either
+    /// error means the artifact must not be used.
+    pub(crate) fn load(&self, hash: &CodeHash) -> Result<Option<VerifiedArtifact>, StoreError> {
+        // Waits for a preparation of this code in another process to finish.
+        let _shared = self.lock_key(hash, Mode::Shared);
+        self.read_verified(hash)
+    }
+
+    /// [`ArtifactStore::load`] for a caller that holds the key's lock from
+    /// [`ArtifactStore::lock_for_prepare`] (taking the shared lock would wait for ourselves).
+    pub(crate) fn load_locked(
+        &self,
+        hash: &CodeHash,
+        _held: Option<&FileLock>,
+    ) -> Result<Option<VerifiedArtifact>, StoreError> {
+        self.read_verified(hash)
+    }
+
+    fn read_verified(&self, hash: &CodeHash) -> Result<Option<VerifiedArtifact>, StoreError> {
+        let name = hash.file_name();
+        let mut file = match self.dir.open(&name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("open {name}"), e)),
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|e| StoreError::io(format!("read {name}"), e))?;
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            file: name.clone(),
+            reason: reason.to_string(),
+        };
+        if bytes.len() < HEADER_LEN {
+            return Err(corrupt("shorter than the header"));
+        }
+        if &bytes[..MAGIC.len()] != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        let expected = &bytes[MAGIC.len()..HEADER_LEN];
+        let actual = self.checksum(hash, &bytes[HEADER_LEN..]);
+        if expected != actual.as_bytes() {
+            return Err(corrupt("checksum mismatch"));
+        }
+        maintenance::note_use(&file);
+        Ok(Some(VerifiedArtifact { file: bytes }))
+    }
+
+    /// Takes the per-key lock of `hash` for preparing it: waits (bounded) while another process
+    /// prepares or loads it. `None` when the lock cannot be had (read-only store, wait ran out):
+    /// the caller goes on without it.
+    pub(crate) fn lock_for_prepare(&self, hash: &CodeHash) -> Option<FileLock> {
+        self.lock_key(hash, Mode::Exclusive)
+    }
+
+    /// Removes the lock file of `hash` (whose preparation failed), then releases `lock`.
+    /// Processes waiting on the removed file notice and retry on a new one.
+    pub(crate) fn discard_lock(&self, hash: &CodeHash, lock: FileLock) {
+        let _ = self.dir.remove_file(hash.lock_name());
+        drop(lock);
+    }
+
+    fn lock_key(&self, hash: &CodeHash, mode: Mode) -> Option<FileLock> {
+        match locks::lock(&self.dir, &hash.lock_name(), mode, self.options.lock_wait) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                tracing::warn!(code_hash = %hash, ?mode, "gave up waiting for the artifact lock");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(code_hash = %hash, error = %e, "cannot lock the artifact");
+                None
+            }
+        }
+    }
+
+    /// Whether an artifact file for `hash` exists (not verified).
+    pub fn contains(&self, hash: &CodeHash) -> bool {
+        self.dir.exists(hash.file_name())
+    }
+
+    /// Stores `artifact` (wasmtime's serialized component) for `hash`, atomically: written to a
+    /// temporary file, fsynced, renamed into place, and the directory fsynced. Readers see the
+    /// old file or the new one, never a partial one.
+    pub(crate) fn store(&self, hash: &CodeHash, artifact: &[u8]) -> Result<(), StoreError> {
+        let tmp = format!(
+            "{TMP_PREFIX}{hash}-{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let result = self.write_then_rename(&tmp, &hash.file_name(), hash, artifact);
+        if result.is_err() {
+            let _ = self.dir.remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_then_rename(
+        &self,
+        tmp: &str,
+        name: &str,
+        hash: &CodeHash,
+        artifact: &[u8],
+    ) -> Result<(), StoreError> {
+        let checksum = self.checksum(hash, artifact);
+        let mut file = self
+            .dir
+            .create(tmp)
+            .map_err(|e| StoreError::io(format!("create {tmp}"), e))?;
+        let write = |file: &mut cap_std::fs::File| -> std::io::Result<()> {
+            file.write_all(MAGIC)?;
+            file.write_all(checksum.as_bytes())?;
+            file.write_all(artifact)?;
+            file.sync_all()
+        };
+        write(&mut file).map_err(|e| StoreError::io(format!("write {tmp}"), e))?;
+        drop(file);
+        self.dir
+            .rename(tmp, &self.dir, name)
+            .map_err(|e| StoreError::io(format!("rename {tmp} to {name}"), e))?;
+        self.sync_dir()
+    }
+
+    /// Removes the artifact of `hash`, if any.
+    pub fn remove(&self, hash: &CodeHash) -> Result<(), StoreError> {
+        let name = hash.file_name();
+        match self.dir.remove_file(&name) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(format!("remove {name}"), e)),
+        }
+    }
+
+    fn checksum(&self, hash: &CodeHash, artifact: &[u8]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_derive_key("pvf-host artifact checksum v1");
+        h.update(self.fingerprint.as_bytes());
+        h.update(hash.as_bytes());
+        h.update(artifact);
+        h.finalize()
+    }
+
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        // The directory handle itself may be an `O_PATH` descriptor, which cannot be fsynced;
+        // open the directory for reading and fsync that.
+        self.dir
+            .open(".")
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io("fsync directory", e))
+    }
+}
