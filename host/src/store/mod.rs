@@ -222,10 +222,10 @@ impl ArtifactStore {
             _in_use: in_use,
         };
         store.remove_stale_temporaries()?;
-        if !store.options.keep_other_fingerprints {
-            if let Err(e) = store.remove_other_fingerprints() {
-                tracing::warn!(error = %e, "could not remove other environments' artifacts");
-            }
+        if !store.options.keep_other_fingerprints
+            && let Err(e) = store.remove_other_fingerprints()
+        {
+            tracing::warn!(error = %e, "could not remove other environments' artifacts");
         }
         Ok(store)
     }
