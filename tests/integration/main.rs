@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod fault_injection;
 mod limits;
 mod sandbox;
 mod store_faults;
