@@ -1,10 +1,12 @@
 //! Integration tests of the validation host: real guests from `guest-components/`, the real store
 //! on a temporary directory, and the real `pvf` binary. One binary, a module per topic.
 
+mod bad_conditions;
 mod cli;
 mod common;
 mod fault_injection;
 mod limits;
+mod processes;
 mod sandbox;
 mod store_faults;
 mod verdicts;

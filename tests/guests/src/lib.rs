@@ -20,6 +20,7 @@ pub const ALL: &[&str] = &[
     "nondeterminism_probe",
     "sandbox_escape",
     "stdout_flood",
+    "bulky",
 ];
 
 /// The path of the built component of guest `name` (e.g. `"adder"`).
