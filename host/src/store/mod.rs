@@ -285,6 +285,12 @@ impl ArtifactStore {
         Ok(Some(VerifiedArtifact { file: bytes }))
     }
 
+    /// Reads the artifact of `hash` and verifies its checksum, without loading it: `Ok(Some(size))`
+    /// when it is good, `Ok(None)` when there is none, `Err(StoreError::Corrupt)` when it is bad.
+    pub fn check(&self, hash: &CodeHash) -> Result<Option<u64>, StoreError> {
+        Ok(self.load(hash)?.map(|a| a.bytes().len() as u64))
+    }
+
     /// Takes the per-key lock of `hash` for preparing it: waits (bounded) while another process
     /// prepares or loads it. `None` when the lock cannot be had (read-only store, wait ran out):
     /// the caller goes on without it.
