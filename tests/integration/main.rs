@@ -7,6 +7,7 @@ mod common;
 mod fault_injection;
 mod limits;
 mod processes;
+mod pruning;
 mod sandbox;
 mod store_faults;
 mod verdicts;

@@ -1,0 +1,133 @@
+//! Pruning: least recently used first down to a byte budget, a time-to-live, never an artifact
+//! in use; last use recorded at most once an hour per artifact.
+
+use std::time::{Duration, SystemTime};
+
+use pvf_host::{CacheStatus, CodeHash, PrunePolicy, ValidationHost};
+
+use crate::common::*;
+
+fn set_last_use(dir: &std::path::Path, host: &ValidationHost, code: &[u8], ago: Duration) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(artifact_path(dir, host, code))
+        .unwrap();
+    file.set_modified(SystemTime::now() - ago).unwrap();
+}
+
+fn last_use(dir: &std::path::Path, host: &ValidationHost, code: &[u8]) -> Duration {
+    let modified = std::fs::metadata(artifact_path(dir, host, code))
+        .unwrap()
+        .modified()
+        .unwrap();
+    SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default()
+}
+
+#[test]
+fn least_recently_used_go_first_down_to_the_budget() {
+    let dir = store_dir();
+    let host = host(dir.path());
+    let codes: Vec<Vec<u8>> = ["adder", "reject", "trap"]
+        .iter()
+        .map(|g| guest(g))
+        .collect();
+    for (i, code) in codes.iter().enumerate() {
+        host.prepare(code).unwrap();
+        // adder used 3 h ago, reject 2 h ago, trap 1 h ago.
+        set_last_use(
+            dir.path(),
+            &host,
+            code,
+            Duration::from_secs(3600 * (3 - i as u64)),
+        );
+    }
+    let newest = std::fs::metadata(artifact_path(dir.path(), &host, &codes[2]))
+        .unwrap()
+        .len();
+    let report = host
+        .store()
+        .prune(&PrunePolicy::new().max_bytes(Some(newest)).max_idle(None))
+        .unwrap();
+    assert_eq!(
+        report.removed_artifacts,
+        vec![CodeHash::of(&codes[0]), CodeHash::of(&codes[1])]
+    );
+    assert!(report.freed_bytes > 0);
+    assert_eq!(
+        host.validate(&codes[2], &adder_params(1, 2)).cache,
+        CacheStatus::Hit
+    );
+    assert_eq!(
+        host.validate(&codes[0], &adder_params(1, 2)).cache,
+        CacheStatus::Miss
+    );
+}
+
+#[test]
+fn artifacts_unused_for_longer_than_the_time_to_live_go() {
+    let dir = store_dir();
+    let host = host(dir.path());
+    let old = guest("adder");
+    let fresh = guest("reject");
+    host.prepare(&old).unwrap();
+    host.prepare(&fresh).unwrap();
+    set_last_use(dir.path(), &host, &old, Duration::from_secs(25 * 3600));
+    // The defaults: 10 GiB, 24 h.
+    let report = host.store().prune(&PrunePolicy::new()).unwrap();
+    assert_eq!(report.removed_artifacts, vec![CodeHash::of(&old)]);
+    assert!(artifact_path(dir.path(), &host, &fresh).exists());
+}
+
+#[test]
+fn an_artifact_in_use_is_never_pruned() {
+    let dir = store_dir();
+    let host = host(dir.path());
+    let code = guest("adder");
+    host.prepare(&code).unwrap();
+    // Another process is loading (or preparing) it: it holds the key's lock.
+    let lock = std::fs::File::open(
+        dir.path()
+            .join(host.fingerprint().to_hex())
+            .join(format!("{}.lock", CodeHash::of(&code))),
+    )
+    .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared).unwrap();
+    let report = host
+        .store()
+        .prune(&PrunePolicy::new().max_bytes(Some(0)))
+        .unwrap();
+    assert!(report.removed_artifacts.is_empty());
+    assert_eq!(report.skipped_in_use, vec![CodeHash::of(&code)]);
+    drop(lock);
+    let report = host
+        .store()
+        .prune(&PrunePolicy::new().max_bytes(Some(0)))
+        .unwrap();
+    assert_eq!(report.removed_artifacts, vec![CodeHash::of(&code)]);
+}
+
+#[test]
+fn last_use_is_refreshed_at_most_hourly() {
+    let dir = store_dir();
+    let host = host(dir.path());
+    let code = guest("adder");
+    host.prepare(&code).unwrap();
+    // Used 10 minutes ago: a hit does not write.
+    set_last_use(dir.path(), &host, &code, Duration::from_secs(600));
+    assert_eq!(
+        host.validate(&code, &adder_params(1, 2)).cache,
+        CacheStatus::Hit
+    );
+    assert!(last_use(dir.path(), &host, &code) >= Duration::from_secs(590));
+    // Used 2 hours ago: a hit records the use.
+    set_last_use(dir.path(), &host, &code, Duration::from_secs(7200));
+    assert_eq!(
+        host.validate(&code, &adder_params(1, 2)).cache,
+        CacheStatus::Hit
+    );
+    assert!(last_use(dir.path(), &host, &code) < Duration::from_secs(60));
+    let listed = host.store().list().unwrap();
+    assert!(listed[0].last_used.is_some());
+}
