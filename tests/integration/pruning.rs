@@ -131,3 +131,47 @@ fn last_use_is_refreshed_at_most_hourly() {
     let listed = host.store().list().unwrap();
     assert!(listed[0].last_used.is_some());
 }
+
+#[test]
+fn other_environments_are_removed_at_open_unless_live_or_kept() {
+    let dir = store_dir();
+    let code = guest("adder");
+    let engine = wasmtime::Engine::default();
+    let other = |name: &[u8]| {
+        let fp = pvf_host::EnvFingerprint::from_parts(&engine, name, "cpu", "kernel");
+        let root =
+            cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let host =
+            ValidationHost::with_fingerprint(root, test_config().keep_other_fingerprints(true), fp)
+                .unwrap();
+        host.prepare(&code).unwrap();
+        (fp, host)
+    };
+    let (stale_fp, stale) = other(b"old build");
+    drop(stale); // its process is gone
+    let (live_fp, live) = other(b"running build");
+    let stale_dir = dir.path().join(stale_fp.to_hex());
+    let live_dir = dir.path().join(live_fp.to_hex());
+
+    // Keeping is an option.
+    drop(host_with(
+        dir.path(),
+        test_config().keep_other_fingerprints(true),
+    ));
+    assert!(stale_dir.exists() && live_dir.exists());
+    // By default the unused directory goes, the one a live process uses stays.
+    let ours = host(dir.path());
+    assert!(!stale_dir.exists(), "unused environment removed at open");
+    assert!(
+        live_dir.exists(),
+        "a live process's environment is never touched"
+    );
+    assert_eq!(
+        live.validate(&code, &adder_params(1, 2)).cache,
+        CacheStatus::Hit
+    );
+    assert_eq!(
+        ours.validate(&code, &adder_params(1, 2)).cache,
+        CacheStatus::Miss
+    );
+}
