@@ -61,14 +61,27 @@ fn check_valid(outcome: pvf_host::Outcome, allowed: &[CacheStatus], what: &str) 
     }
 }
 
-#[test]
-fn random_bit_flips_in_every_store_file_never_change_the_verdict() {
-    let mut rng = Rng::from_env();
+/// A generator, a store holding `adder`'s artifact, the code, the host and its fingerprint
+/// directory.
+fn prepared_adder() -> (
+    Rng,
+    tempfile::TempDir,
+    Vec<u8>,
+    pvf_host::ValidationHost,
+    PathBuf,
+) {
+    let rng = Rng::from_env();
     let dir = store_dir();
     let code = guest("adder");
     let host = host(dir.path());
     host.prepare(&code).expect("prepare");
     let fp_dir = dir.path().join(host.fingerprint().to_hex());
+    (rng, dir, code, host, fp_dir)
+}
+
+#[test]
+fn random_bit_flips_in_every_store_file_never_change_the_verdict() {
+    let (mut rng, dir, code, host, fp_dir) = prepared_adder();
     let pristine = store_files(&fp_dir);
     let names: Vec<String> = pristine
         .iter()
@@ -137,12 +150,7 @@ fn random_bit_flips_in_every_store_file_never_change_the_verdict() {
 
 #[test]
 fn garbage_in_the_store_is_ignored_or_repaired() {
-    let mut rng = Rng::from_env();
-    let dir = store_dir();
-    let code = guest("adder");
-    let host = host(dir.path());
-    host.prepare(&code).expect("prepare");
-    let fp_dir = dir.path().join(host.fingerprint().to_hex());
+    let (mut rng, dir, code, host, fp_dir) = prepared_adder();
     let garbage: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
     // Files and directories with names the store uses, and names it does not.
     std::fs::write(fp_dir.join("notes.txt"), &garbage).unwrap();
