@@ -81,7 +81,7 @@ fn prepared_adder() -> (
 
 #[test]
 fn random_bit_flips_in_every_store_file_never_change_the_verdict() {
-    let (mut rng, dir, code, host, fp_dir) = prepared_adder();
+    let (mut rng, _dir, code, host, fp_dir) = prepared_adder();
     let pristine = store_files(&fp_dir);
     let names: Vec<String> = pristine
         .iter()
@@ -150,7 +150,7 @@ fn random_bit_flips_in_every_store_file_never_change_the_verdict() {
 
 #[test]
 fn garbage_in_the_store_is_ignored_or_repaired() {
-    let (mut rng, dir, code, host, fp_dir) = prepared_adder();
+    let (mut rng, dir, code, _first_host, fp_dir) = prepared_adder();
     let garbage: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
     // Files and directories with names the store uses, and names it does not.
     std::fs::write(fp_dir.join("notes.txt"), &garbage).unwrap();
