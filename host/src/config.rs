@@ -20,6 +20,8 @@ pub struct Config {
     pub(crate) fuel: u64,
     pub(crate) keep_other_fingerprints: bool,
     pub(crate) prepare_wait: Duration,
+    pub(crate) memory_cache_bytes: usize,
+    pub(crate) pooling: bool,
 }
 
 impl Default for Config {
@@ -50,6 +52,10 @@ impl Config {
     ///   environments that no live process uses (their artifacts can never be loaded here).
     /// * `prepare_wait`: 6 min (the reference system's lenient preparation timeout) — how long to
     ///   wait for another thread or process preparing the same code before preparing it too.
+    /// * `memory_cache_bytes`: 1 GiB — constructed components kept in memory (counted by artifact
+    ///   size), least recently used dropped first; a warm hit then touches no file. 0 disables it.
+    /// * `pooling`: `true` — wasmtime's pooling instance allocator: instance memories and tables
+    ///   come from pre-reserved slots, reused between calls (see `engine.rs` for the pool sizes).
     pub fn new() -> Self {
         Self {
             execution_timeout: Duration::from_secs(2),
@@ -61,6 +67,8 @@ impl Config {
             fuel: DEFAULT_FUEL,
             keep_other_fingerprints: false,
             prepare_wait: Duration::from_secs(360),
+            memory_cache_bytes: 1 << 30,
+            pooling: true,
         }
     }
 
@@ -115,6 +123,18 @@ impl Config {
     /// Sets how long to wait for a concurrent preparation of the same code (default 6 min).
     pub fn prepare_wait(mut self, wait: Duration) -> Self {
         self.prepare_wait = wait;
+        self
+    }
+
+    /// Sets the byte budget of the in-memory component cache (default 1 GiB; 0 disables it).
+    pub fn memory_cache_bytes(mut self, bytes: usize) -> Self {
+        self.memory_cache_bytes = bytes;
+        self
+    }
+
+    /// Uses wasmtime's pooling instance allocator (default) or allocates on demand.
+    pub fn pooling(mut self, pooling: bool) -> Self {
+        self.pooling = pooling;
         self
     }
 

@@ -5,7 +5,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Engine, OptLevel, Strategy};
+use wasmtime::{Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Strategy};
 
 use crate::config::Config;
 
@@ -43,8 +43,30 @@ pub fn wasmtime_config(config: &Config) -> wasmtime::Config {
     c.epoch_interruption(true);
     // Deterministic limit: wasm stack depth, the same on every node running this host.
     c.max_wasm_stack(config.max_wasm_stack_bytes);
+    // Speed: instance memories and tables come from pre-reserved slots reused between calls,
+    // instead of an mmap/munmap per call. Each slot is at least as large as the deterministic
+    // limits, so the resource limiter (an `invalid` verdict), not the pool, stops a guest.
+    if config.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_COMPONENT_INSTANCES)
+            .total_core_instances(POOL_COMPONENT_INSTANCES * 8)
+            .total_memories(POOL_COMPONENT_INSTANCES * 2)
+            .total_tables(POOL_COMPONENT_INSTANCES * 4)
+            .max_core_instances_per_component(config.max_instances as u32)
+            .max_memories_per_component(config.max_instances as u32)
+            .max_tables_per_component(config.max_instances as u32)
+            .max_memory_size(config.max_memory_bytes)
+            .table_elements(config.max_table_elements);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
     c
 }
+
+/// How many component instances may be alive at once with the pooling allocator: far more than
+/// the calls a node runs concurrently. Beyond it, instantiation fails with a host error
+/// (`indeterminate`). Each memory slot reserves address space (not memory): 256 slots of a few
+/// GiB fit easily in a 64-bit address space.
+const POOL_COMPONENT_INSTANCES: u32 = 128;
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
 pub(crate) struct EpochTicker {

@@ -15,6 +15,7 @@ use crate::error::{
 };
 use crate::execute::{HostState, construct, execute, instantiate_only};
 use crate::inflight::InFlight;
+use crate::memory_cache::MemoryCache;
 use crate::prepare::{compile, decode, link};
 use crate::store::{ArtifactStore, CodeHash, FileLock, StoreOptions};
 use crate::types::{ValidationParams, ValidationResult};
@@ -116,6 +117,7 @@ pub struct ValidationHost {
     store: ArtifactStore,
     config: Config,
     in_flight: InFlight,
+    memory: MemoryCache,
     _ticker: EpochTicker,
 }
 
@@ -165,12 +167,14 @@ impl ValidationHost {
             .lock_wait(config.prepare_wait);
         let store = ArtifactStore::open(store_dir, fingerprint, options)?;
         let ticker = EpochTicker::start(&engine).map_err(HostError::Ticker)?;
+        let memory_cache_bytes = config.memory_cache_bytes;
         Ok(Self {
             engine,
             linker,
             store,
             config,
             in_flight: InFlight::default(),
+            memory: MemoryCache::new(memory_cache_bytes),
             _ticker: ticker,
         })
     }
@@ -183,6 +187,12 @@ impl ValidationHost {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How many constructed components, and how many bytes of their artifacts, the in-memory
+    /// cache holds.
+    pub fn memory_cache_usage(&self) -> (usize, usize) {
+        self.memory.usage()
     }
 
     /// The environment fingerprint artifacts are bound to.
@@ -272,12 +282,34 @@ impl ValidationHost {
         code_hash: &CodeHash,
         code: &[u8],
     ) -> Result<Runnable, (CacheStatus, ValidationError)> {
+        // A component constructed earlier in this process: nothing to read, hash or deserialize.
+        if let Some(pre) = self.memory.get(code_hash) {
+            return Ok(Runnable {
+                pre,
+                cache: CacheStatus::Hit,
+            });
+        }
+        let (runnable, artifact_size) = self.runnable_from_store(code_hash, code)?;
+        self.memory
+            .insert(*code_hash, runnable.pre.clone(), artifact_size);
+        Ok(runnable)
+    }
+
+    /// [`Self::runnable`] below the in-memory cache; also returns the artifact's size.
+    fn runnable_from_store(
+        &self,
+        code_hash: &CodeHash,
+        code: &[u8],
+    ) -> Result<(Runnable, usize), (CacheStatus, ValidationError)> {
         let mut fault = match self.load_stored(code_hash, None) {
-            Ok(Some(pre)) => {
-                return Ok(Runnable {
-                    pre,
-                    cache: CacheStatus::Hit,
-                });
+            Ok(Some((pre, size))) => {
+                return Ok((
+                    Runnable {
+                        pre,
+                        cache: CacheStatus::Hit,
+                    },
+                    size,
+                ));
             }
             Ok(None) => None,
             Err(fault) => Some(fault),
@@ -287,11 +319,14 @@ impl ValidationHost {
         if fault.is_none() {
             // Someone else may have prepared it while we waited.
             match self.load_stored(code_hash, Some(lock.as_ref())) {
-                Ok(Some(pre)) => {
-                    return Ok(Runnable {
-                        pre,
-                        cache: CacheStatus::Hit,
-                    });
+                Ok(Some((pre, size))) => {
+                    return Ok((
+                        Runnable {
+                            pre,
+                            cache: CacheStatus::Hit,
+                        },
+                        size,
+                    ));
                 }
                 Ok(None) => {}
                 Err(f) => fault = Some(f),
@@ -308,7 +343,7 @@ impl ValidationHost {
             }
         };
         match self.prepare_fresh(code_hash, code) {
-            Ok(pre) => Ok(Runnable { pre, cache }),
+            Ok((pre, size)) => Ok((Runnable { pre, cache }, size)),
             Err(e) => {
                 // Nothing is stored for code that does not prepare; leave no lock file behind.
                 if let Some(lock) = lock {
@@ -329,7 +364,7 @@ impl ValidationHost {
         &self,
         code_hash: &CodeHash,
         held: Option<Option<&FileLock>>,
-    ) -> Result<Option<ValidationFunctionPre<HostState>>, String> {
+    ) -> Result<Option<(ValidationFunctionPre<HostState>, usize)>, String> {
         let loaded = match held {
             None => self.store.load(code_hash),
             Some(lock) => self.store.load_locked(code_hash, lock),
@@ -341,7 +376,7 @@ impl ValidationHost {
         };
         let component = construct(&self.engine, &artifact).map_err(|e| e.to_string())?;
         let pre = link(&self.linker, &component).map_err(|e| ExecuteError::Link(e).to_string())?;
-        Ok(Some(pre))
+        Ok(Some((pre, artifact.bytes().len())))
     }
 
     /// Compiles `code` in this process and stores the artifact. A failure to store is logged
@@ -350,12 +385,15 @@ impl ValidationHost {
         &self,
         code_hash: &CodeHash,
         code: &[u8],
-    ) -> Result<ValidationFunctionPre<HostState>, PrepareError> {
+    ) -> Result<(ValidationFunctionPre<HostState>, usize), PrepareError> {
         let started = Instant::now();
         let (component, pre) = compile(&self.engine, &self.linker, code)?;
         tracing::debug!(code_hash = %code_hash, elapsed = ?started.elapsed(), "compiled");
+        // Without an artifact, its size is estimated from the code for the memory budget.
+        let mut size = code.len().saturating_mul(4);
         match component.serialize() {
             Ok(artifact) => {
+                size = artifact.len();
                 if let Err(e) = self.store.store(code_hash, &artifact) {
                     tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
                 }
@@ -364,7 +402,7 @@ impl ValidationHost {
                 tracing::warn!(code_hash = %code_hash, error = %format!("{e:#}"), "could not serialize the artifact")
             }
         }
-        Ok(pre)
+        Ok((pre, size))
     }
 
     /// Verifies every artifact of this fingerprint: checks its checksum, constructs and links

@@ -36,6 +36,7 @@ mod error;
 mod execute;
 mod host;
 mod inflight;
+mod memory_cache;
 mod prepare;
 mod sandbox;
 mod store;

@@ -7,12 +7,14 @@ use std::time::Duration;
 use pvf_host::{CacheStatus, CodeHash, Config, Outcome, ValidationHost, ValidationParams, Verdict};
 use tempfile::TempDir;
 
-/// The configuration tests use: a short wall-clock timeout so `halt` ends quickly, and fuel
-/// large enough that the timeout, not the fuel, ends it.
+/// The configuration tests use: a short wall-clock timeout so `halt` ends quickly, fuel large
+/// enough that the timeout, not the fuel, ends it, and no in-memory cache, so that every call
+/// goes through the store (the `memory_cache` tests turn it on).
 pub fn test_config() -> Config {
     Config::new()
         .execution_timeout(Duration::from_millis(300))
         .fuel(1_000_000_000_000)
+        .memory_cache_bytes(0)
 }
 
 /// A fresh store directory.

@@ -134,12 +134,26 @@ fn table_limit_obeyed_and_violated() {
     let dir = store_dir();
     let code = guest("adder");
     assert_valid_verdict(host(dir.path()).validate(&code, &adder_params(1, 1)));
-    // The guest's function table has more than 4 elements.
-    let tight = host_with(dir.path(), test_config().max_table_elements(4));
+    // The guest's function table has more than 4 elements. On demand, the resource limiter
+    // stops the instantiation; with the pooling allocator (slots sized by the same limit), the
+    // preparation already rejects it. Both are `invalid`.
+    let tight = host_with(
+        dir.path(),
+        test_config().max_table_elements(4).pooling(false),
+    );
     assert_eq!(
         limit_of(tight.validate(&code, &adder_params(1, 1))),
         LimitKind::Table
     );
+    let pooled = host_with(dir.path(), test_config().max_table_elements(4));
+    assert_invalid_mentioning(pooled.validate(&code, &adder_params(1, 1)), "table");
+}
+
+fn assert_invalid_mentioning(outcome: pvf_host::Outcome, needle: &str) {
+    match outcome.verdict {
+        Verdict::Invalid(e) => assert!(e.to_string().contains(needle), "{e}"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
 }
 
 #[test]
@@ -150,9 +164,11 @@ fn instance_limit_obeyed_and_violated() {
         host_with(dir.path(), test_config().max_instances(64)).validate(&code, &adder_params(1, 1)),
     );
     // A wasip2 component instantiates several core instances (the program and its adapters).
-    let tight = host_with(dir.path(), test_config().max_instances(1));
+    let tight = host_with(dir.path(), test_config().max_instances(1).pooling(false));
     assert_eq!(
         limit_of(tight.validate(&code, &adder_params(1, 1))),
         LimitKind::Instances
     );
+    let pooled = host_with(dir.path(), test_config().max_instances(1));
+    assert_invalid_mentioning(pooled.validate(&code, &adder_params(1, 1)), "instances");
 }

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod fault_injection;
 mod limits;
+mod memory_cache;
 mod processes;
 mod pruning;
 mod sandbox;

@@ -269,7 +269,8 @@ impl ArtifactStore {
             Err(e) => return Err(StoreError::io(format!("open {name}"), e)),
         };
         // One allocation of the right size (growing a Vec while reading costs ~20% here).
-        let stat = rustix::fs::fstat(&file).map_err(|e| StoreError::io(format!("stat {name}"), e.into()))?;
+        let stat = rustix::fs::fstat(&file)
+            .map_err(|e| StoreError::io(format!("stat {name}"), e.into()))?;
         let size = stat.st_size.max(0) as usize;
         let mut bytes = Vec::with_capacity(size + 1);
         std::io::Read::read_to_end(&mut file, &mut bytes)

@@ -1,0 +1,74 @@
+//! The in-memory cache of constructed components: a warm hit reads, hashes and deserializes
+//! nothing. Least recently used entries are dropped beyond a byte budget (the artifact sizes,
+//! which is what the compiled code occupies in memory).
+
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+use crate::bindings::ValidationFunctionPre;
+use crate::execute::HostState;
+use crate::store::CodeHash;
+
+/// Constructed, linked components by code hash.
+pub(crate) struct MemoryCache {
+    inner: Mutex<Inner>,
+    max_bytes: usize,
+}
+
+struct Inner {
+    entries: LruCache<CodeHash, (ValidationFunctionPre<HostState>, usize)>,
+    bytes: usize,
+}
+
+impl MemoryCache {
+    /// A cache holding at most `max_bytes` of artifacts (0 disables it).
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            max_bytes,
+        }
+    }
+
+    /// The component of `hash`, if cached (and marks it most recently used).
+    pub(crate) fn get(&self, hash: &CodeHash) -> Option<ValidationFunctionPre<HostState>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.entries.get(hash).map(|(pre, _)| pre.clone())
+    }
+
+    /// Caches `pre`, whose artifact is `size` bytes, evicting the least recently used beyond the
+    /// budget. An artifact larger than the whole budget is not cached.
+    pub(crate) fn insert(
+        &self,
+        hash: CodeHash,
+        pre: ValidationFunctionPre<HostState>,
+        size: usize,
+    ) {
+        if size > self.max_bytes {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, old)) = inner.entries.put(hash, (pre, size)) {
+            inner.bytes -= old;
+        }
+        inner.bytes += size;
+        while inner.bytes > self.max_bytes {
+            match inner.entries.pop_lru() {
+                Some((_, (_, evicted))) => inner.bytes -= evicted,
+                None => break,
+            }
+        }
+    }
+
+    /// How many components and artifact bytes are cached.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.entries.len(), inner.bytes)
+    }
+}
