@@ -1,13 +1,19 @@
 //! The bundled guests of `guest-components/`, built for `wasm32-wasip2` by this crate's build
 //! script, for the host's tests and benchmarks.
+//!
+//! The Rust guests ([`ALL`]) are always built (or the build fails). The JavaScript guest
+//! [`JS_GUEST`] (`guest-components/js-validate`, componentize-js) needs node, npm and the npm
+//! registry at build time; without them the build goes on without it (with a cargo warning),
+//! and [`JS_GUEST_BUILT`] is false. Use [`available`] for every guest that was built.
 
 use std::path::PathBuf;
 
 /// The directory holding `<name>.wasm` for every bundled guest.
 pub const GUEST_DIR: &str = env!("PVF_GUEST_DIR");
 
-/// The names of every bundled guest: their folder names in `guest-components/` with `-` written
-/// `_` (the names of the built `.wasm` files).
+/// The names of the bundled Rust guests, always built: their folder names in `guest-components/`
+/// with `-` written `_` (the names of the built `.wasm` files). It does not hold the JavaScript
+/// guest [`JS_GUEST`], which may be missing: see [`available`].
 pub const ALL: &[&str] = &[
     "adder",
     "undying",
@@ -23,6 +29,26 @@ pub const ALL: &[&str] = &[
     "bulky",
 ];
 
+/// The JavaScript guest (`guest-components/js-validate`): the rules of `adder` in JavaScript,
+/// a component of about 12 MB (the SpiderMonkey engine, StarlingMonkey) made by componentize-js.
+pub const JS_GUEST: &str = "js_validate";
+
+/// Whether [`JS_GUEST`] was built: the build script skips it, with a warning, when node, npm or
+/// the npm registry is unavailable (or `PVF_JS_GUEST_BUILD=off`).
+pub const JS_GUEST_BUILT: bool = {
+    let flag = env!("PVF_JS_GUEST").as_bytes();
+    flag.len() == 1 && flag[0] == b'1'
+};
+
+/// Every guest that was built: [`ALL`], then [`JS_GUEST`] when [`JS_GUEST_BUILT`].
+pub fn available() -> Vec<&'static str> {
+    let mut names = ALL.to_vec();
+    if JS_GUEST_BUILT {
+        names.push(JS_GUEST);
+    }
+    names
+}
+
 /// The path of the built component of guest `name` (e.g. `"adder"`).
 pub fn path(name: &str) -> PathBuf {
     PathBuf::from(GUEST_DIR).join(format!("{name}.wasm"))
@@ -36,4 +62,22 @@ pub fn bytes(name: &str) -> Vec<u8> {
     let path = path(name);
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("guest {name} not found at {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_available_guest_was_built() {
+        let names = available();
+        assert_eq!(names.len(), ALL.len() + usize::from(JS_GUEST_BUILT));
+        for name in names {
+            assert!(
+                path(name).is_file(),
+                "{name} missing at {}",
+                path(name).display()
+            );
+        }
+    }
 }
