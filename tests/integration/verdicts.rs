@@ -226,3 +226,28 @@ fn precheck_accepts_every_bundled_guest() {
         );
     }
 }
+
+#[test]
+fn a_javascript_guest_gets_the_same_verdicts_as_its_rust_twin() {
+    if !pvf_test_guests::JS_GUEST_BUILT {
+        eprintln!("skipped: the JavaScript guest was not built (see the build warning)");
+        return;
+    }
+    let dir = store_dir();
+    let host = host(dir.path());
+    let js = guest(pvf_test_guests::JS_GUEST);
+    let rust = guest("adder");
+    for params in [
+        adder_params(5, 7),
+        adder_params(u64::MAX, 2),
+        ValidationParams::new(vec![1, 2, 3], 2u64.to_le_bytes().to_vec(), 7),
+    ] {
+        let a = host.validate(&js, &params);
+        let b = host.validate(&rust, &params);
+        match (&a.verdict, &b.verdict) {
+            (Verdict::Valid(x), Verdict::Valid(y)) => assert_eq!(x, y),
+            (Verdict::Invalid(x), Verdict::Invalid(y)) => assert_eq!(x.to_string(), y.to_string()),
+            other => panic!("verdicts differ: {other:?}"),
+        }
+    }
+}
