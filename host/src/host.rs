@@ -107,6 +107,19 @@ struct Runnable {
     cache: CacheStatus,
 }
 
+impl Runnable {
+    /// A stored artifact used as is, with its size.
+    fn hit(pre: ValidationFunctionPre<HostState>, size: usize) -> (Self, usize) {
+        (
+            Self {
+                pre,
+                cache: CacheStatus::Hit,
+            },
+            size,
+        )
+    }
+}
+
 /// Prepares, stores and executes validation functions.
 ///
 /// Opening it computes the [`EnvFingerprint`] and opens its directory in the store; everything
@@ -302,15 +315,7 @@ impl ValidationHost {
         code: &[u8],
     ) -> Result<(Runnable, usize), (CacheStatus, ValidationError)> {
         let mut fault = match self.load_stored(code_hash, None) {
-            Ok(Some((pre, size))) => {
-                return Ok((
-                    Runnable {
-                        pre,
-                        cache: CacheStatus::Hit,
-                    },
-                    size,
-                ));
-            }
+            Ok(Some((pre, size))) => return Ok(Runnable::hit(pre, size)),
             Ok(None) => None,
             Err(fault) => Some(fault),
         };
@@ -319,15 +324,7 @@ impl ValidationHost {
         if fault.is_none() {
             // Someone else may have prepared it while we waited.
             match self.load_stored(code_hash, Some(lock.as_ref())) {
-                Ok(Some((pre, size))) => {
-                    return Ok((
-                        Runnable {
-                            pre,
-                            cache: CacheStatus::Hit,
-                        },
-                        size,
-                    ));
-                }
+                Ok(Some((pre, size))) => return Ok(Runnable::hit(pre, size)),
                 Ok(None) => {}
                 Err(f) => fault = Some(f),
             }
