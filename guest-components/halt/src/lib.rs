@@ -1,4 +1,4 @@
-//! Guest `halt`: never returns; exercises the wall-clock timeout.
+//! Guest `halt`: never returns; exercises the fuel budget and the wall-clock timeout.
 wit_bindgen::generate!({ world: "validation-function", path: "../../wit" });
 
 use exports::pvf::validation::validate::{Guest, ValidationParams, ValidationResult};
