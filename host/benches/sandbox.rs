@@ -6,7 +6,7 @@
 //!   context vs wasmtime-wasi's default (empty) context.
 //!
 //! Run: `cargo bench -p pvf-host --bench sandbox`.
-#![allow(unsafe_code, missing_docs)]
+#![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pvf_host::{CodeHash, Config, ValidationParams, guest_wasi_ctx, wasmtime_config};

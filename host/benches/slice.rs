@@ -208,11 +208,15 @@ impl Raw {
 
     /// Reads a precompiled artifact from `path` and deserializes it.
     fn load(&self, path: &Path) -> Component {
-        let bytes = std::fs::read(path).expect("read artifact");
-        // SAFETY: the file was written by this benchmark with the bytes
+        self.deserialize(&std::fs::read(path).expect("read artifact"))
+    }
+
+    /// Deserializes artifact bytes read from a file this benchmark wrote.
+    fn deserialize(&self, bytes: &[u8]) -> Component {
+        // SAFETY: the bytes come from a file written by this benchmark with what
         // `Engine::precompile_component` returned for an engine with the same configuration in
         // this process, and nothing else writes it.
-        unsafe { Component::deserialize(&self.engine, &bytes) }.expect("deserialize")
+        unsafe { Component::deserialize(&self.engine, bytes) }.expect("deserialize")
     }
 
     /// Links `component` against WASI and finds its `validate-block` export.
@@ -384,10 +388,7 @@ fn warm_validate(c: &mut Criterion, guest: &Guest) {
                 let bytes = std::fs::read(black_box(&path)).expect("read artifact");
                 let sum = blake3::hash(&bytes);
                 black_box((key, sum));
-                // SAFETY: as in `Raw::load`: the file holds what `precompile_component` returned
-                // for an engine with this configuration in this process.
-                let component =
-                    unsafe { Component::deserialize(&raw.engine, &bytes) }.expect("deserialize");
+                let component = raw.deserialize(&bytes);
                 let result = raw.run(&component, black_box(&guest.wit_params));
                 guest.check_raw(&result);
                 result
