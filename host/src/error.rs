@@ -4,7 +4,10 @@
 //! gets the same, so it is an `invalid` verdict — or [`FailureClass::Indeterminate`] — this node
 //! cannot tell, so it must not vote. [`ValidationError::class`] is the one place that decides.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::store::CodeHash;
 
 /// Whether a failure is evidence against the code or candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,7 +40,7 @@ pub enum PrepareError {
 }
 
 /// Why reading or writing the artifact store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// An I/O operation on the store failed. May be transient (full disk, permissions).
     #[error("artifact store: {op}: {source}")]
@@ -46,7 +49,7 @@ pub enum StoreError {
         op: String,
         /// The underlying error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     /// A stored artifact is damaged, foreign or not what we wrote (bad header, wrong length,
     /// checksum mismatch). The artifact must be discarded; re-preparing repairs it.
@@ -63,7 +66,7 @@ impl StoreError {
     pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             op: op.into(),
-            source,
+            source: Arc::new(source),
         }
     }
 }
@@ -145,8 +148,46 @@ pub enum HostError {
     Ticker(#[source] std::io::Error),
 }
 
+/// Why the validation service could not take or finish a request. Always indeterminate: none of
+/// these says anything about the code or the candidate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The execution queue is full. Transient: the node is overloaded; retry later or shed load.
+    #[error("overloaded: the {queue} queue is full ({capacity} waiting)")]
+    Overloaded {
+        /// Which queue.
+        queue: &'static str,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// The service is shutting down (or has shut down) and takes no more work. Permanent for
+    /// this service.
+    #[error("the validation service is shutting down")]
+    ShuttingDown,
+    /// Validation by code hash found nothing runnable (no good artifact stored, and the code is
+    /// not at hand to prepare it). Pass the code itself.
+    #[error("code {0} is not prepared here and its bytes were not given")]
+    CodeUnknown(CodeHash),
+    /// Preparation took longer than the service's preparation timeout. Transient: it may be
+    /// retried after the cooldown.
+    #[error("preparation timed out after {0:?}")]
+    PrepareTimeout(Duration),
+    /// An earlier preparation of this code failed for a non-deterministic reason and its
+    /// cooldown has not passed (or its attempts are used up); the earlier reason is kept.
+    #[error("preparation failed recently ({reason}); next attempt allowed in {retry_in:?}")]
+    PrepareCoolingDown {
+        /// Why the last attempt failed.
+        reason: String,
+        /// How long until another attempt is allowed (`None`: attempts used up).
+        retry_in: Option<Duration>,
+    },
+    /// A worker task panicked or was lost: a bug in the host, not evidence against the code.
+    #[error("a worker task failed: {0}")]
+    Worker(String),
+}
+
 /// Why a validation did not produce a `valid` verdict.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ValidationError {
     /// Preparing the code failed.
     #[error(transparent)]
@@ -157,6 +198,9 @@ pub enum ValidationError {
     /// The artifact store failed in a way that stopped validation.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The validation service could not take or finish the request.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 impl ValidationError {
@@ -169,6 +213,7 @@ impl ValidationError {
     /// | construction or link failure (only reached on a *fresh* artifact) | deterministic |
     /// | wall-clock timeout, internal error, store I/O | indeterminate |
     /// | corrupt artifact (only reached if repair itself failed) | indeterminate |
+    /// | service: overloaded, shutting down, code unknown, preparation timeout, worker lost | indeterminate |
     pub fn class(&self) -> FailureClass {
         use FailureClass::*;
         match self {
@@ -188,6 +233,7 @@ impl ValidationError {
                 ExecuteError::Timeout(_) | ExecuteError::Internal(_) => Indeterminate,
             },
             Self::Store(StoreError::Io { .. } | StoreError::Corrupt { .. }) => Indeterminate,
+            Self::Service(_) => Indeterminate,
         }
     }
 }

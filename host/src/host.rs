@@ -1,6 +1,6 @@
 //! The validation host: the transaction that turns code and a candidate into a verdict.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cap_std::fs::Dir;
 use wasmtime::Engine;
@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::engine::{EpochTicker, new_engine};
 use crate::env::EnvFingerprint;
 use crate::error::{
-    ExecuteError, FailureClass, HostError, PrepareError, StoreError, ValidationError,
+    ExecuteError, FailureClass, HostError, PrepareError, ServiceError, StoreError, ValidationError,
 };
 use crate::execute::{HostState, construct, execute, instantiate_only};
 use crate::inflight::InFlight;
@@ -102,9 +102,10 @@ pub struct VerifyReport {
 }
 
 /// A component ready to instantiate, and which path it took.
-struct Runnable {
-    pre: ValidationFunctionPre<HostState>,
-    cache: CacheStatus,
+#[derive(Clone)]
+pub(crate) struct Runnable {
+    pub(crate) pre: ValidationFunctionPre<HostState>,
+    pub(crate) cache: CacheStatus,
 }
 
 impl Runnable {
@@ -231,7 +232,7 @@ impl ValidationHost {
         let code = decode(code, self.config.max_code_bytes)?;
         let code_hash = CodeHash::of(&code);
         let runnable = self.runnable(&code_hash, &code).map_err(|(_, e)| e)?;
-        instantiate_only(&self.engine, &runnable.pre, &code_hash, &self.config)?;
+        self.instantiate_once(&runnable, &code_hash)?;
         Ok(Prepared {
             code_hash,
             cache: runnable.cache,
@@ -258,14 +259,39 @@ impl ValidationHost {
             Ok(runnable) => runnable,
             Err((cache, e)) => return Outcome::failed(Some(code_hash), cache, e),
         };
+        self.run(&runnable, &code_hash, params, self.config.execution_timeout)
+    }
+
+    /// Validates one candidate against code prepared earlier, named by its hash: the hot path
+    /// for callers that keep the hash, since the code is neither decoded nor hashed again.
+    ///
+    /// Uses the in-memory component or the stored artifact (verified as in
+    /// [`ValidationHost::validate`]). Without the code nothing can be prepared: when there is no
+    /// good artifact — none stored, or a bad one, which is discarded — the verdict is
+    /// `indeterminate` ([`ServiceError::CodeUnknown`], cache `miss`); call
+    /// [`ValidationHost::validate`] with the code then.
+    pub fn validate_hash(&self, code_hash: &CodeHash, params: &ValidationParams) -> Outcome {
+        match self.runnable_by_hash(code_hash) {
+            Ok(runnable) => self.run(&runnable, code_hash, params, self.config.execution_timeout),
+            Err((cache, e)) => Outcome::failed(Some(*code_hash), cache, e),
+        }
+    }
+
+    /// Executes one candidate on `runnable` with the wall-clock limit `timeout`, and classifies.
+    pub(crate) fn run(
+        &self,
+        runnable: &Runnable,
+        code_hash: &CodeHash,
+        params: &ValidationParams,
+        timeout: Duration,
+    ) -> Outcome {
         let started = Instant::now();
-        let result = execute(
-            &self.engine,
-            &runnable.pre,
-            &code_hash,
-            params,
-            &self.config,
-        );
+        let result = if timeout == self.config.execution_timeout {
+            execute(&self.engine, &runnable.pre, code_hash, params, &self.config)
+        } else {
+            let config = self.config.clone().execution_timeout(timeout);
+            execute(&self.engine, &runnable.pre, code_hash, params, &config)
+        };
         let verdict = match result {
             Ok(result) => Verdict::Valid(result),
             Err(e) => Verdict::from_error(e.into()),
@@ -278,9 +304,58 @@ impl ValidationHost {
             "validated"
         );
         Outcome {
-            code_hash: Some(code_hash),
+            code_hash: Some(*code_hash),
             cache: runnable.cache,
             verdict,
+        }
+    }
+
+    /// Instantiates `runnable` once without calling it (the second half of a pre-check).
+    pub(crate) fn instantiate_once(
+        &self,
+        runnable: &Runnable,
+        code_hash: &CodeHash,
+    ) -> Result<(), ValidationError> {
+        instantiate_only(&self.engine, &runnable.pre, code_hash, &self.config)?;
+        Ok(())
+    }
+
+    /// The component of `code_hash` if it is in the in-memory cache: nothing read or hashed.
+    pub(crate) fn cached(&self, code_hash: &CodeHash) -> Option<Runnable> {
+        self.memory.get(code_hash).map(|pre| Runnable {
+            pre,
+            cache: CacheStatus::Hit,
+        })
+    }
+
+    /// Like [`Self::runnable`] without the code: memory, then the store; a bad stored artifact
+    /// is discarded, and then, as when nothing is stored, the code is unknown.
+    pub(crate) fn runnable_by_hash(
+        &self,
+        code_hash: &CodeHash,
+    ) -> Result<Runnable, (CacheStatus, ValidationError)> {
+        if let Some(runnable) = self.cached(code_hash) {
+            return Ok(runnable);
+        }
+        match self.load_stored(code_hash, None) {
+            Ok(Some((pre, size))) => {
+                self.memory.insert(*code_hash, pre.clone(), size);
+                Ok(Runnable::hit(pre, size).0)
+            }
+            Ok(None) => Err((
+                CacheStatus::Miss,
+                ServiceError::CodeUnknown(*code_hash).into(),
+            )),
+            Err(fault) => {
+                tracing::warn!(code_hash = %code_hash, %fault, "discarding a bad stored artifact; its code is not at hand");
+                if let Err(e) = self.store.remove(code_hash) {
+                    tracing::warn!(code_hash = %code_hash, error = %e, "could not remove the bad artifact");
+                }
+                Err((
+                    CacheStatus::Miss,
+                    ServiceError::CodeUnknown(*code_hash).into(),
+                ))
+            }
         }
     }
 
@@ -290,7 +365,7 @@ impl ValidationHost {
     /// sharing the store (the store's per-key lock). Whoever waited looks again before preparing,
     /// and finds the artifact the other one stored.
     /// On failure, also says which path was taken (`miss` or `repaired`).
-    fn runnable(
+    pub(crate) fn runnable(
         &self,
         code_hash: &CodeHash,
         code: &[u8],

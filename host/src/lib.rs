@@ -46,7 +46,8 @@ pub use config::{Config, DEFAULT_FUEL};
 pub use engine::wasmtime_config;
 pub use env::EnvFingerprint;
 pub use error::{
-    ExecuteError, FailureClass, HostError, LimitKind, PrepareError, StoreError, ValidationError,
+    ExecuteError, FailureClass, HostError, LimitKind, PrepareError, ServiceError, StoreError,
+    ValidationError,
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
 pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS, guest_wasi_ctx};
