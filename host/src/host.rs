@@ -496,7 +496,11 @@ impl ValidationHost {
 }
 
 impl Outcome {
-    fn failed(code_hash: Option<CodeHash>, cache: CacheStatus, err: ValidationError) -> Self {
+    pub(crate) fn failed(
+        code_hash: Option<CodeHash>,
+        cache: CacheStatus,
+        err: ValidationError,
+    ) -> Self {
         Self {
             code_hash,
             cache,

@@ -39,6 +39,7 @@ mod inflight;
 mod memory_cache;
 mod prepare;
 mod sandbox;
+mod service;
 mod store;
 mod types;
 
@@ -51,6 +52,10 @@ pub use error::{
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
 pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS, guest_wasi_ctx};
+pub use service::{
+    CodeRef, ExecutionPriority, MetricsServer, PreparationPriority, QueueDepths, RetryClass,
+    RetryPolicy, ServiceConfig, ShutdownReport, ValidationService,
+};
 pub use store::{
     ArtifactInfo, ArtifactStore, CodeHash, LAST_USE_GRANULARITY, PrunePolicy, PruneReport,
     StoreOptions,
