@@ -11,6 +11,7 @@ mod memory_cache;
 mod processes;
 mod pruning;
 mod sandbox;
+mod serve;
 mod service;
 mod store_faults;
 mod verdicts;

@@ -5,6 +5,7 @@
 
 mod output;
 mod params;
+mod serve;
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -16,8 +17,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use clap::{Parser, Subcommand};
 use pvf_host::{
-    Config, FailureClass, Outcome, PrunePolicy, ValidationError, ValidationHost, ValidationResult,
-    Verdict,
+    Config, ExecutionPriority, FailureClass, Outcome, PreparationPriority, PrunePolicy,
+    ServiceConfig, ValidationError, ValidationResult, ValidationService, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -37,7 +38,7 @@ struct Cli {
     /// Print exactly one JSON object on stdout; human text goes to stderr.
     #[arg(long, global = true)]
     json: bool,
-    /// Wall-clock limit of one execution, in milliseconds.
+    /// Wall-clock limit of one execution, in milliseconds (every priority).
     #[arg(long, global = true, value_name = "MS")]
     timeout_ms: Option<u64>,
     /// Fuel budget of one execution (about one unit per wasm instruction; running out is invalid).
@@ -66,6 +67,22 @@ enum Command {
         /// The params file (JSON; `-` reads stdin).
         #[arg(long, value_name = "FILE")]
         params: PathBuf,
+        /// Execution priority: backing (2 s timeout, one attempt), approval or dispute (12 s,
+        /// indeterminate failures retried once per class).
+        #[arg(long, value_name = "PRIORITY", default_value = "backing")]
+        priority: ExecutionPriority,
+    },
+    /// Run the validation service: read requests as JSON lines on stdin, answer each with one
+    /// JSON line on stdout (in completion order), optionally serve Prometheus metrics; shut down
+    /// gracefully at the end of input or on SIGINT/SIGTERM. See README.md for the line format.
+    Serve {
+        /// Serve metrics at http://ADDR/metrics (a loopback address, e.g. 127.0.0.1:9615;
+        /// port 0 picks one and the URL is printed on stderr).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// How long to let running work finish at shutdown, e.g. `30s`.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
+        grace: Duration,
     },
     /// Inspect and maintain the artifact store.
     #[command(subcommand)]
@@ -135,9 +152,27 @@ fn first_line(s: &str) -> Option<String> {
 
 fn run(cli: Cli) -> u8 {
     let out = Output { json: cli.json };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let reason = format!("cannot start the async runtime: {e}");
+            out.emit(json!({"error": reason}), "", Some(&reason));
+            return EXIT_INDETERMINATE;
+        }
+    };
+    runtime.block_on(run_async(cli, out))
+}
+
+async fn run_async(cli: Cli, out: Output) -> u8 {
     let mut config = Config::new();
+    let mut service_config = ServiceConfig::new();
     if let Some(ms) = cli.timeout_ms {
         config = config.execution_timeout(Duration::from_millis(ms));
+        service_config = service_config.approval_timeout(Duration::from_millis(ms));
     }
     if let Some(fuel) = cli.fuel {
         config = config.fuel(fuel);
@@ -148,7 +183,7 @@ fn run(cli: Cli) -> u8 {
             Ok(c) => (Some(c), None),
             Err(e) => return out.usage_error(&format!("{e:#}")),
         },
-        Command::Validate { code, params } => {
+        Command::Validate { code, params, .. } => {
             let code = match read_code(code, &config) {
                 Ok(c) => c,
                 Err(e) => return out.usage_error(&format!("{e:#}")),
@@ -158,14 +193,14 @@ fn run(cli: Cli) -> u8 {
                 Err(e) => return out.usage_error(&format!("{e:#}")),
             }
         }
-        Command::Cache(_) => (None, None),
+        Command::Cache(_) | Command::Serve { .. } => (None, None),
     };
     // Inspecting the store must not remove other environments' directories; pruning says so.
     if let Command::Cache(_) = cli.command {
         config = config.keep_other_fingerprints(true);
     }
-    let host = match open_host(&cli.cache_dir, config) {
-        Ok(host) => host,
+    let service = match open_service(&cli.cache_dir, service_config.host(config)) {
+        Ok(service) => service,
         Err(e) => {
             let reason = format!("{e:#}");
             out.emit(
@@ -180,7 +215,7 @@ fn run(cli: Cli) -> u8 {
         Command::Prepare { code: path } => {
             let code = code.unwrap_or_default();
             let spinner = Spinner::start(&out, &format!("preparing {}", path.display()));
-            let result = host.prepare(&code);
+            let result = service.prepare(code, PreparationPriority::Normal).await;
             drop(spinner);
             match result {
                 Ok(p) => {
@@ -197,7 +232,7 @@ fn run(cli: Cli) -> u8 {
         Command::Precheck { code: path } => {
             let code = code.unwrap_or_default();
             let spinner = Spinner::start(&out, &format!("pre-checking {}", path.display()));
-            let result = host.precheck(&code);
+            let result = service.precheck(code).await;
             drop(spinner);
             match result {
                 Ok(p) => {
@@ -211,15 +246,20 @@ fn run(cli: Cli) -> u8 {
                 Err(e) => report_failure(&out, &e, Value::Null),
             }
         }
-        Command::Validate { code: path, .. } => {
+        Command::Validate {
+            code: path,
+            priority,
+            ..
+        } => {
             let code = code.unwrap_or_default();
             let params = params.unwrap_or_default();
             let spinner = Spinner::start(&out, &format!("validating with {}", path.display()));
-            let outcome = host.validate(&code, &params);
+            let outcome = service.validate(code, params, priority).await;
             drop(spinner);
             report_outcome(&out, outcome)
         }
-        Command::Cache(cmd) => cache_command(&out, &host, cmd),
+        Command::Serve { metrics, grace } => serve::run(&out, service, metrics, grace).await,
+        Command::Cache(cmd) => cache_command(&out, &service, cmd).await,
     }
 }
 
@@ -251,12 +291,12 @@ fn read_params(path: &Path) -> anyhow::Result<pvf_host::ValidationParams> {
 
 /// Opens (creating if needed) the store directory: the one place the CLI grants the library
 /// ambient authority.
-fn open_host(cache_dir: &Path, config: Config) -> anyhow::Result<ValidationHost> {
+fn open_service(cache_dir: &Path, config: ServiceConfig) -> anyhow::Result<ValidationService> {
     Dir::create_ambient_dir_all(cache_dir, ambient_authority())
         .with_context(|| format!("cannot create the artifact store {}", cache_dir.display()))?;
     let dir = Dir::open_ambient_dir(cache_dir, ambient_authority())
         .with_context(|| format!("cannot open the artifact store {}", cache_dir.display()))?;
-    ValidationHost::new(dir, config)
+    ValidationService::new(dir, config)
         .with_context(|| format!("cannot open the artifact store {}", cache_dir.display()))
 }
 
@@ -276,6 +316,13 @@ fn report_failure(out: &Output, err: &ValidationError, cache: Value) -> u8 {
 }
 
 fn report_outcome(out: &Output, outcome: Outcome) -> u8 {
+    let (value, human, reason, code) = outcome_json(&outcome);
+    out.emit(value, &human, reason.as_deref());
+    code
+}
+
+/// The contract's JSON of a validation, its human line, its reason and its exit code.
+fn outcome_json(outcome: &Outcome) -> (Value, String, Option<String>, u8) {
     let code_hash = outcome.code_hash.map(|h| h.to_string());
     let cache = outcome.cache.as_str();
     let (reason, result, code) = match &outcome.verdict {
@@ -288,12 +335,8 @@ fn report_outcome(out: &Output, outcome: Outcome) -> u8 {
         Verdict::Valid(r) => format!("valid (cache: {cache}) head_data={}", hex0x(&r.head_data)),
         _ => format!("{verdict} (cache: {cache})"),
     };
-    out.emit(
-        json!({"verdict": verdict, "reason": reason, "result": result, "cache": cache, "code_hash": code_hash}),
-        &human,
-        reason.as_deref(),
-    );
-    code
+    let value = json!({"verdict": verdict, "reason": reason, "result": result, "cache": cache, "code_hash": code_hash});
+    (value, human, reason, code)
 }
 
 fn result_json(r: &ValidationResult) -> Value {
@@ -309,7 +352,8 @@ fn result_json(r: &ValidationResult) -> Value {
     })
 }
 
-fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
+async fn cache_command(out: &Output, service: &ValidationService, cmd: CacheCommand) -> u8 {
+    let host = service.host();
     let fingerprint = host.fingerprint().to_hex();
     match cmd {
         CacheCommand::List => match host.store().list() {
@@ -348,7 +392,7 @@ fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
             }
             Err(e) => store_failure(out, &e),
         },
-        CacheCommand::Verify => match host.verify_store() {
+        CacheCommand::Verify => match service.verify_store().await {
             Ok(report) => {
                 let consistent = report.bad.iter().all(|(_, _, removed)| *removed);
                 let bad: Vec<Value> = report
@@ -391,13 +435,13 @@ fn cache_command(out: &Output, host: &ValidationHost, cmd: CacheCommand) -> u8 {
             if let Some(idle) = older_than {
                 policy = policy.max_idle(Some(idle));
             }
-            prune(out, host, &policy)
+            prune(out, service, policy).await
         }
     }
 }
 
-fn prune(out: &Output, host: &ValidationHost, policy: &PrunePolicy) -> u8 {
-    match host.store().prune(policy) {
+async fn prune(out: &Output, service: &ValidationService, policy: PrunePolicy) -> u8 {
+    match service.prune(policy).await {
         Ok(r) => {
             out.emit(
                     json!({
