@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::error::{FailureClass, ServiceError, ValidationError};
 use crate::host::{CacheStatus, Runnable, ValidationHost};
@@ -162,22 +163,32 @@ impl Preparer {
         flights.insert(hash, flight.clone());
         let (this, host, metrics) = (self.clone(), host.clone(), metrics.clone());
         let slot_priority = flight.priority.clone();
-        tokio::spawn(async move {
-            let result = this.run(host, &metrics, hash, code, slot_priority).await;
-            this.remember(&hash, &result);
-            {
-                let mut flights = this.flights.lock().unwrap_or_else(|e| e.into_inner());
-                // A later flight with code may have replaced a code-less one: remove only ours.
-                if flights
-                    .get(&hash)
-                    .is_some_and(|f| f.done.same_channel(&tx.subscribe()))
+        let span = tracing::info_span!(
+            "prepare",
+            code_hash = %hash,
+            priority = ?priority,
+            with_code = flight.with_code,
+            cache = tracing::field::Empty,
+        );
+        tokio::spawn(
+            async move {
+                let result = this.run(host, &metrics, hash, code, slot_priority).await;
+                this.remember(&hash, &result);
                 {
-                    flights.remove(&hash);
+                    let mut flights = this.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    // A later flight with code may have replaced a code-less one: remove only ours.
+                    if flights
+                        .get(&hash)
+                        .is_some_and(|f| f.done.same_channel(&tx.subscribe()))
+                    {
+                        flights.remove(&hash);
+                    }
                 }
+                // Nobody may be waiting any more (all callers dropped their futures): fine.
+                let _ = tx.send(Some(result));
             }
-            // Nobody may be waiting any more (all callers dropped their futures): fine.
-            let _ = tx.send(Some(result));
-        });
+            .instrument(span),
+        );
         flight
     }
 
@@ -221,6 +232,12 @@ impl Preparer {
             }
         };
         metrics.prepared(result.is_ok(), started.elapsed());
+        let span = tracing::Span::current();
+        match &result {
+            Ok(runnable) => span.record("cache", runnable.cache.as_str()),
+            Err((cache, _)) => span.record("cache", cache.as_str()),
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), ok = result.is_ok(), "preparation job done");
         result
     }
 
