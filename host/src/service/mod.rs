@@ -37,7 +37,9 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{HostError, ServiceError, StoreError, ValidationError};
-use crate::host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
+use crate::host::{
+    CacheStatus, Outcome, Prepared, Runnable, ValidationHost, Verdict, VerifyReport,
+};
 use crate::prepare::decode;
 use crate::store::{CodeHash, PrunePolicy, PruneReport};
 use crate::types::ValidationParams;
@@ -379,8 +381,40 @@ impl ValidationService {
         code: impl Into<Arc<[u8]>>,
         priority: PreparationPriority,
     ) -> Result<Prepared, ValidationError> {
+        let (code_hash, runnable) = self.prepare_runnable(code.into(), priority).await?;
+        Ok(Prepared {
+            code_hash,
+            cache: runnable.cache,
+        })
+    }
+
+    /// Prepares `code` and instantiates it once without calling it: whether the code is
+    /// acceptable as a validation function. The preparation is bounded by the pre-check
+    /// timeout (default 60 s).
+    pub async fn precheck(&self, code: impl Into<Arc<[u8]>>) -> Result<Prepared, ValidationError> {
+        let timeout = self.inner.config.precheck_timeout;
+        let (code_hash, runnable) = tokio::time::timeout(
+            timeout,
+            self.prepare_runnable(code.into(), PreparationPriority::Normal),
+        )
+        .await
+        .map_err(|_| ServiceError::PrepareTimeout(timeout))??;
+        let host = self.inner.host.clone();
+        let cache = runnable.cache;
+        tokio::task::spawn_blocking(move || host.instantiate_once(&runnable, &code_hash))
+            .await
+            .map_err(|e| ServiceError::Worker(e.to_string()))??;
+        Ok(Prepared { code_hash, cache })
+    }
+
+    /// Decodes, hashes and prepares `code` through the preparation pool.
+    async fn prepare_runnable(
+        &self,
+        code: Arc<[u8]>,
+        priority: PreparationPriority,
+    ) -> Result<(CodeHash, Runnable), ValidationError> {
         self.check_open()?;
-        let (hash, code) = self.decode(code.into()).await?;
+        let (hash, code) = self.decode(code).await?;
         let runnable = self
             .inner
             .preparer
@@ -393,39 +427,7 @@ impl ValidationService {
             )
             .await
             .map_err(|(_, e)| e)?;
-        Ok(Prepared {
-            code_hash: hash,
-            cache: runnable.cache,
-        })
-    }
-
-    /// Prepares `code` and instantiates it once without calling it: whether the code is
-    /// acceptable as a validation function. The preparation is bounded by the pre-check
-    /// timeout (default 60 s).
-    pub async fn precheck(&self, code: impl Into<Arc<[u8]>>) -> Result<Prepared, ValidationError> {
-        let timeout = self.inner.config.precheck_timeout;
-        let prepared =
-            tokio::time::timeout(timeout, self.prepare(code, PreparationPriority::Normal))
-                .await
-                .map_err(|_| ServiceError::PrepareTimeout(timeout))??;
-        let host = self.inner.host.clone();
-        let hash = prepared.code_hash;
-        let runnable = self
-            .inner
-            .preparer
-            .prepare(
-                &host,
-                &self.inner.metrics,
-                hash,
-                None,
-                PreparationPriority::Normal,
-            )
-            .await
-            .map_err(|(_, e)| e)?;
-        tokio::task::spawn_blocking(move || host.instantiate_once(&runnable, &hash))
-            .await
-            .map_err(|e| ServiceError::Worker(e.to_string()))??;
-        Ok(prepared)
+        Ok((hash, runnable))
     }
 
     /// Validates one candidate at `priority`: prepares the code if needed (see the module
