@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{pvf, run_json, store_dir, write_file};
-use crate::service::metric;
+use crate::service::{http_get, metric};
 
 fn guest_path(name: &str) -> String {
     pvf_test_guests::path(name).display().to_string()
@@ -40,18 +40,9 @@ fn scrape(url: &str) -> String {
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
-        .to_string();
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+        .parse()
+        .expect("a socket address in the URL");
+    let response = http_get(addr, "/metrics");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }

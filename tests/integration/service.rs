@@ -31,6 +31,19 @@ pub fn base_config() -> ServiceConfig {
         .retry(RetryPolicy::none())
 }
 
+/// A service over `dir` with `adder` and `halt` prepared (in memory); returns adder's code.
+async fn with_adder_and_halt(dir: &Path, config: ServiceConfig) -> (ValidationService, Vec<u8>) {
+    let service = service_with(dir, config);
+    let adder = guest("adder");
+    for code in [adder.clone(), guest("halt")] {
+        service
+            .prepare(code, PreparationPriority::Normal)
+            .await
+            .expect("prepare");
+    }
+    (service, adder)
+}
+
 /// Occupies an execution slot with `halt` at dispute priority: it times out after 2 s (the
 /// approval/dispute timeout of [`base_config`]), long enough to queue work behind it on a loaded
 /// machine.
@@ -76,6 +89,24 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `GET path` from `addr` over HTTP/1.1; the whole response (status line, headers, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set a read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    response
+}
+
 fn indeterminate_service_error(outcome: &pvf_host::Outcome) -> &ServiceError {
     match &outcome.verdict {
         Verdict::Indeterminate(ValidationError::Service(e)) => e,
@@ -87,16 +118,8 @@ fn indeterminate_service_error(outcome: &pvf_host::Outcome) -> &ServiceError {
 async fn dispute_is_served_before_queued_backing_work() {
     tokio::time::timeout(TEST_BOUND, async {
         let dir = store_dir();
-        let service = service_with(dir.path(), base_config().execute_workers(1));
-        let (adder, halt) = (guest("adder"), guest("halt"));
-        service
-            .prepare(adder.clone(), PreparationPriority::Normal)
-            .await
-            .unwrap();
-        service
-            .prepare(halt, PreparationPriority::Normal)
-            .await
-            .unwrap();
+        let (service, adder) =
+            with_adder_and_halt(dir.path(), base_config().execute_workers(1)).await;
 
         // Saturate the only slot.
         let blocker = block_a_slot(&service).await;
@@ -154,19 +177,8 @@ async fn dispute_is_served_before_queued_backing_work() {
 async fn a_full_queue_answers_overloaded_at_once_and_queued_work_completes() {
     tokio::time::timeout(TEST_BOUND, async {
         let dir = store_dir();
-        let service = service_with(
-            dir.path(),
-            base_config().execute_workers(1).execute_queue(2),
-        );
-        let (adder, halt) = (guest("adder"), guest("halt"));
-        service
-            .prepare(adder.clone(), PreparationPriority::Normal)
-            .await
-            .unwrap();
-        service
-            .prepare(halt, PreparationPriority::Normal)
-            .await
-            .unwrap();
+        let config = base_config().execute_workers(1).execute_queue(2);
+        let (service, adder) = with_adder_and_halt(dir.path(), config).await;
         let blocker = block_a_slot(&service).await;
         let queued: Vec<_> = (0..2u64)
             .map(|i| {
@@ -232,16 +244,8 @@ async fn a_full_queue_answers_overloaded_at_once_and_queued_work_completes() {
 async fn dropping_a_queued_request_cancels_its_execution() {
     tokio::time::timeout(TEST_BOUND, async {
         let dir = store_dir();
-        let service = service_with(dir.path(), base_config().execute_workers(1));
-        let (adder, halt) = (guest("adder"), guest("halt"));
-        service
-            .prepare(adder.clone(), PreparationPriority::Normal)
-            .await
-            .unwrap();
-        service
-            .prepare(halt, PreparationPriority::Normal)
-            .await
-            .unwrap();
+        let (service, adder) =
+            with_adder_and_halt(dir.path(), base_config().execute_workers(1)).await;
         let blocker = block_a_slot(&service).await;
 
         // The caller gives up after 50 ms: its future is dropped while it waits for the slot.
@@ -500,16 +504,8 @@ async fn heads_up_prepares_in_the_background_and_hash_only_validation_uses_it() 
 async fn shutdown_answers_queued_work_and_leaves_the_store_consistent() {
     tokio::time::timeout(TEST_BOUND, async {
         let dir = store_dir();
-        let service = service_with(dir.path(), base_config().execute_workers(1));
-        let (adder, halt) = (guest("adder"), guest("halt"));
-        service
-            .prepare(adder.clone(), PreparationPriority::Normal)
-            .await
-            .unwrap();
-        service
-            .prepare(halt, PreparationPriority::Normal)
-            .await
-            .unwrap();
+        let (service, adder) =
+            with_adder_and_halt(dir.path(), base_config().execute_workers(1)).await;
         // A compilation in flight, a running execution and a queued one.
         service.heads_up(vec![guest("bulky").into()]).await;
         let blocker = block_a_slot(&service).await;
@@ -578,22 +574,7 @@ async fn metrics_are_served_over_http_on_loopback_only() {
             .await
             .unwrap();
         let addr = server.local_addr();
-        let get = |path: &'static str| {
-            tokio::task::spawn_blocking(move || {
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .unwrap();
-                write!(
-                    stream,
-                    "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                )
-                .unwrap();
-                let mut response = String::new();
-                stream.read_to_string(&mut response).unwrap();
-                response
-            })
-        };
+        let get = |path: &'static str| tokio::task::spawn_blocking(move || http_get(addr, path));
         let response = get("/metrics").await.unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(
