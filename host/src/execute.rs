@@ -57,8 +57,8 @@ impl HostState {
     /// Forwards what the guest printed to the host's log.
     fn forward_output(&self, code_hash: &CodeHash) {
         for (stream, out) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let kept = out.contents();
-            if !kept.is_empty() || out.dropped() > 0 {
+            if !out.is_untouched() {
+                let kept = out.contents();
                 tracing::info!(
                     target: "pvf::guest",
                     code_hash = %code_hash,

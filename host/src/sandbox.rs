@@ -16,7 +16,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,15 +43,17 @@ pub(crate) struct GuestWasi {
 }
 
 /// Builds the deterministic context for running `code_hash` on `params`.
+///
+/// Per call this hashes only the params (the seed) and derives the 16-byte insecure seed; the
+/// blake3 key derivations of the purpose strings are done once per process ([`Purposes`]), and
+/// the two random streams are derived from the seed on the guest's first read ([`XofRng`]).
+/// What the guest observes is exactly `blake3::derive_key`-style output of the same inputs,
+/// whenever it is computed.
 pub(crate) fn guest_wasi(code_hash: &CodeHash, params: &ValidationParams) -> GuestWasi {
-    let seed = randomness_seed(code_hash, params);
-    let stream = |purpose: &str| {
-        let mut h = blake3::Hasher::new_derive_key(purpose);
-        h.update(&seed);
-        h.finalize_xof()
-    };
+    let purposes = Purposes::get();
+    let seed = randomness_seed(&purposes.seed, code_hash, params);
     let mut insecure_seed = [0u8; 16];
-    stream("pvf-host guest insecure seed v1").fill(&mut insecure_seed);
+    stream(&purposes.insecure_seed, &seed).fill(&mut insecure_seed);
     let stdout = CappedOutput::new(OUTPUT_CAPTURE_BYTES);
     let stderr = CappedOutput::new(OUTPUT_CAPTURE_BYTES);
     let ctx = WasiCtx::builder()
@@ -62,8 +64,8 @@ pub(crate) fn guest_wasi(code_hash: &CodeHash, params: &ValidationParams) -> Gue
         .allow_ip_name_lookup(false)
         .wall_clock(FrozenWallClock)
         .monotonic_clock(SteppingMonotonicClock::default())
-        .secure_random(XofRng(stream("pvf-host guest secure random v1")))
-        .insecure_random(XofRng(stream("pvf-host guest insecure random v1")))
+        .secure_random(XofRng::new(&purposes.secure_random, seed))
+        .insecure_random(XofRng::new(&purposes.insecure_random, seed))
         .insecure_random_seed(u128::from_le_bytes(insecure_seed))
         .build();
     GuestWasi {
@@ -71,6 +73,35 @@ pub(crate) fn guest_wasi(code_hash: &CodeHash, params: &ValidationParams) -> Gue
         stdout,
         stderr,
     }
+}
+
+/// The blake3 hashers in key-derivation mode for each purpose (the context strings are part of
+/// the determinism contract: changing one changes what guests observe). Made once per process;
+/// a clone continues exactly as `blake3::Hasher::new_derive_key(purpose)` would.
+struct Purposes {
+    seed: blake3::Hasher,
+    insecure_seed: blake3::Hasher,
+    secure_random: blake3::Hasher,
+    insecure_random: blake3::Hasher,
+}
+
+impl Purposes {
+    fn get() -> &'static Self {
+        static PURPOSES: OnceLock<Purposes> = OnceLock::new();
+        PURPOSES.get_or_init(|| Self {
+            seed: blake3::Hasher::new_derive_key("pvf-host guest randomness seed v1"),
+            insecure_seed: blake3::Hasher::new_derive_key("pvf-host guest insecure seed v1"),
+            secure_random: blake3::Hasher::new_derive_key("pvf-host guest secure random v1"),
+            insecure_random: blake3::Hasher::new_derive_key("pvf-host guest insecure random v1"),
+        })
+    }
+}
+
+/// The output stream of `purpose` (a key-derivation hasher of [`Purposes`]) over `seed`.
+fn stream(purpose: &blake3::Hasher, seed: &[u8; 32]) -> blake3::OutputReader {
+    let mut h = purpose.clone();
+    h.update(seed);
+    h.finalize_xof()
 }
 
 /// The WASI context a guest gets for running `code_hash` on `params` (see the module table).
@@ -81,9 +112,13 @@ pub fn guest_wasi_ctx(code_hash: &CodeHash, params: &ValidationParams) -> WasiCt
     guest_wasi(code_hash, params).ctx
 }
 
-/// 32 bytes that depend only on the code and the candidate.
-fn randomness_seed(code_hash: &CodeHash, params: &ValidationParams) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("pvf-host guest randomness seed v1");
+/// 32 bytes that depend only on the code and the candidate (`purpose` is [`Purposes::seed`]).
+fn randomness_seed(
+    purpose: &blake3::Hasher,
+    code_hash: &CodeHash,
+    params: &ValidationParams,
+) -> [u8; 32] {
+    let mut h = purpose.clone();
     h.update(code_hash.as_bytes());
     for field in [&params.parent_head[..], &params.block_data[..]] {
         h.update(&(field.len() as u64).to_le_bytes());
@@ -117,26 +152,48 @@ impl HostMonotonicClock for SteppingMonotonicClock {
     }
 }
 
-/// A deterministic random stream: blake3's extendable output.
-struct XofRng(blake3::OutputReader);
+/// A deterministic random stream: blake3's extendable output of a purpose over the seed,
+/// derived on the first read (most guests never read it).
+struct XofRng(XofState);
+
+enum XofState {
+    Pending(&'static blake3::Hasher, [u8; 32]),
+    Reading(blake3::OutputReader),
+}
+
+impl XofRng {
+    fn new(purpose: &'static blake3::Hasher, seed: [u8; 32]) -> Self {
+        Self(XofState::Pending(purpose, seed))
+    }
+
+    fn fill(&mut self, dst: &mut [u8]) {
+        if let XofState::Pending(purpose, seed) = &self.0 {
+            self.0 = XofState::Reading(stream(purpose, seed));
+        }
+        match &mut self.0 {
+            XofState::Reading(reader) => reader.fill(dst),
+            XofState::Pending(..) => unreachable!("the stream was just derived"),
+        }
+    }
+}
 
 impl rand_core::TryRng for XofRng {
     type Error = std::convert::Infallible;
 
     fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
         let mut b = [0u8; 4];
-        self.0.fill(&mut b);
+        self.fill(&mut b);
         Ok(u32::from_le_bytes(b))
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
         let mut b = [0u8; 8];
-        self.0.fill(&mut b);
+        self.fill(&mut b);
         Ok(u64::from_le_bytes(b))
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        self.0.fill(dst);
+        self.fill(dst);
         Ok(())
     }
 }
@@ -179,6 +236,17 @@ impl CappedOutput {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Whether nothing was written (nothing kept, nothing dropped).
+    pub(crate) fn is_untouched(&self) -> bool {
+        self.dropped() == 0
+            && self
+                .0
+                .kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     /// How many bytes were dropped past the cap.
@@ -264,22 +332,51 @@ mod tests {
     }
 
     #[test]
+    fn streams_are_the_key_derivations_of_their_purposes() {
+        // The once-per-process hashers continue exactly as fresh key derivations would, and a
+        // lazily derived stream gives the same bytes as an eager one.
+        let purposes = Purposes::get();
+        let seed = [7u8; 32];
+        for (hasher, context) in [
+            (&purposes.seed, "pvf-host guest randomness seed v1"),
+            (&purposes.insecure_seed, "pvf-host guest insecure seed v1"),
+            (&purposes.secure_random, "pvf-host guest secure random v1"),
+            (
+                &purposes.insecure_random,
+                "pvf-host guest insecure random v1",
+            ),
+        ] {
+            let mut expected = [0u8; 100];
+            let mut fresh = blake3::Hasher::new_derive_key(context);
+            fresh.update(&seed);
+            fresh.finalize_xof().fill(&mut expected);
+            let mut got = [0u8; 100];
+            stream(hasher, &seed).fill(&mut got);
+            assert_eq!(got, expected, "{context}");
+            let mut lazy = XofRng::new(hasher, seed);
+            let mut first = [0u8; 40];
+            let mut rest = [0u8; 60];
+            lazy.fill(&mut first);
+            lazy.fill(&mut rest);
+            assert_eq!(
+                [&first[..], &rest[..]].concat(),
+                expected,
+                "{context} (lazy)"
+            );
+        }
+    }
+
+    #[test]
     fn randomness_depends_on_code_and_params_only() {
+        let seed = |code: &CodeHash, params: &ValidationParams| {
+            randomness_seed(&Purposes::get().seed, code, params)
+        };
         let code = CodeHash::of(b"code");
         let params = ValidationParams::new(vec![1], vec![2], 3);
-        assert_eq!(
-            randomness_seed(&code, &params),
-            randomness_seed(&code, &params)
-        );
-        assert_ne!(
-            randomness_seed(&code, &params),
-            randomness_seed(&CodeHash::of(b"other"), &params)
-        );
+        assert_eq!(seed(&code, &params), seed(&code, &params));
+        assert_ne!(seed(&code, &params), seed(&CodeHash::of(b"other"), &params));
         // Field boundaries are part of the input: moving a byte between fields changes the seed.
         let moved = ValidationParams::new(vec![1, 2], vec![], 3);
-        assert_ne!(
-            randomness_seed(&code, &params),
-            randomness_seed(&code, &moved)
-        );
+        assert_ne!(seed(&code, &params), seed(&code, &moved));
     }
 }
