@@ -175,7 +175,7 @@ fn instantiate_and_call(
     let wit_params = params.to_wit();
     match instance
         .pvf_validation_validate()
-        .call_validate_block(&mut *store, &wit_params)
+        .call_validate_block(&mut *store, wit_params)
     {
         Ok(Ok(result)) => Ok(result.into()),
         Ok(Err(reason)) => Err(ExecuteError::GuestRejected(reason)),

@@ -26,12 +26,13 @@ impl ValidationParams {
         }
     }
 
-    pub(crate) fn to_wit(&self) -> wit::ValidationParams {
+    /// The guest's view of these parameters: borrowed, nothing copied.
+    pub(crate) fn to_wit(&self) -> wit::ValidationParams<'_> {
         wit::ValidationParams {
-            parent_head: self.parent_head.clone(),
-            block_data: self.block_data.clone(),
+            parent_head: &self.parent_head,
+            block_data: &self.block_data,
             relay_parent_number: self.relay_parent_number,
-            relay_parent_storage_root: self.relay_parent_storage_root.to_vec(),
+            relay_parent_storage_root: &self.relay_parent_storage_root,
         }
     }
 }
