@@ -356,12 +356,13 @@ impl ValidationService {
     /// Wraps an opened host; `config.host` is ignored in favour of the host's own.
     pub fn with_host(host: ValidationHost, mut config: ServiceConfig) -> Self {
         config.host = host.config().clone();
+        let (host, metrics) = (Arc::new(host), Arc::new(Metrics::new()));
         Self {
             inner: Arc::new(Inner {
-                preparer: Arc::new(Preparer::new(&config)),
+                preparer: Arc::new(Preparer::new(&config, host.clone(), metrics.clone())),
                 execute: Gate::new(config.execute_workers, Some(config.execute_queue)),
-                metrics: Arc::new(Metrics::new()),
-                host: Arc::new(host),
+                metrics,
+                host,
                 config,
                 closing: AtomicBool::new(false),
             }),
@@ -421,13 +422,7 @@ impl ValidationService {
         let runnable = self
             .inner
             .preparer
-            .prepare(
-                &self.inner.host,
-                &self.inner.metrics,
-                hash,
-                Some(code),
-                priority,
-            )
+            .prepare(hash, Some(code), priority)
             .await
             .map_err(|(_, e)| e)?;
         Ok((hash, runnable))
@@ -517,13 +512,7 @@ impl ValidationService {
                 let prepared = self
                     .inner
                     .preparer
-                    .prepare(
-                        host,
-                        &self.inner.metrics,
-                        hash,
-                        code,
-                        priority.preparation(),
-                    )
+                    .prepare(hash, code, priority.preparation())
                     .await;
                 match prepared {
                     Ok(runnable) => runnable,
@@ -587,13 +576,9 @@ impl ValidationService {
                 self.check_open()?;
                 let (hash, code) = self.decode(code).await?;
                 if self.inner.host.cached(&hash).is_none() {
-                    self.inner.preparer.start(
-                        &self.inner.host,
-                        &self.inner.metrics,
-                        hash,
-                        code,
-                        PreparationPriority::Background,
-                    );
+                    self.inner
+                        .preparer
+                        .start(hash, code, PreparationPriority::Background);
                 }
                 Ok(hash)
             };

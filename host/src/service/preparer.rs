@@ -44,6 +44,8 @@ struct Failure {
 
 /// See the module documentation.
 pub(crate) struct Preparer {
+    host: Arc<ValidationHost>,
+    metrics: Arc<Metrics>,
     pub(crate) gate: Arc<Gate>,
     flights: Mutex<HashMap<CodeHash, Flight>>,
     failures: Mutex<LruCache<CodeHash, Failure>>,
@@ -53,8 +55,14 @@ pub(crate) struct Preparer {
 }
 
 impl Preparer {
-    pub(crate) fn new(config: &ServiceConfig) -> Self {
+    pub(crate) fn new(
+        config: &ServiceConfig,
+        host: Arc<ValidationHost>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
+            host,
+            metrics,
             gate: Gate::new(config.prepare_workers, None),
             flights: Mutex::new(HashMap::new()),
             failures: Mutex::new(LruCache::new(
@@ -70,8 +78,6 @@ impl Preparer {
     /// flight for the same hash (and raising its priority if ours is higher).
     pub(crate) async fn prepare(
         self: &Arc<Self>,
-        host: &Arc<ValidationHost>,
-        metrics: &Arc<Metrics>,
         hash: CodeHash,
         code: Option<Arc<[u8]>>,
         priority: PreparationPriority,
@@ -82,7 +88,7 @@ impl Preparer {
             if let Some(error) = self.remembered(&hash) {
                 return Err((CacheStatus::Miss, error));
             }
-            let flight = self.join_or_start(host, metrics, hash, code.clone(), priority);
+            let flight = self.join_or_start(hash, code.clone(), priority);
             let result = wait(flight.done).await;
             let unknown = matches!(
                 result,
@@ -99,14 +105,12 @@ impl Preparer {
     /// Starts a preparation without waiting for it (a heads-up).
     pub(crate) fn start(
         self: &Arc<Self>,
-        host: &Arc<ValidationHost>,
-        metrics: &Arc<Metrics>,
         hash: CodeHash,
         code: Arc<[u8]>,
         priority: PreparationPriority,
     ) {
         if self.remembered(&hash).is_none() {
-            self.join_or_start(host, metrics, hash, Some(code), priority);
+            self.join_or_start(hash, Some(code), priority);
         }
     }
 
@@ -141,8 +145,6 @@ impl Preparer {
 
     fn join_or_start(
         self: &Arc<Self>,
-        host: &Arc<ValidationHost>,
-        metrics: &Arc<Metrics>,
         hash: CodeHash,
         code: Option<Arc<[u8]>>,
         priority: PreparationPriority,
@@ -161,7 +163,7 @@ impl Preparer {
             with_code: code.is_some(),
         };
         flights.insert(hash, flight.clone());
-        let (this, host, metrics) = (self.clone(), host.clone(), metrics.clone());
+        let this = self.clone();
         let slot_priority = flight.priority.clone();
         let span = tracing::info_span!(
             "prepare",
@@ -172,7 +174,7 @@ impl Preparer {
         );
         tokio::spawn(
             async move {
-                let result = this.run(host, &metrics, hash, code, slot_priority).await;
+                let result = this.run(hash, code, slot_priority).await;
                 this.remember(&hash, &result);
                 {
                     let mut flights = this.flights.lock().unwrap_or_else(|e| e.into_inner());
@@ -195,8 +197,6 @@ impl Preparer {
     /// One preparation job: a slot, then the job on a blocking thread, under the timeout.
     async fn run(
         &self,
-        host: Arc<ValidationHost>,
-        metrics: &Metrics,
         hash: CodeHash,
         code: Option<Arc<[u8]>>,
         priority: Arc<AtomicU8>,
@@ -210,6 +210,7 @@ impl Preparer {
         let started = Instant::now();
         // The slot travels with the job: a job that outlives its timeout keeps its slot until
         // it really ends, so the pool never runs more compilations than it has slots.
+        let host = self.host.clone();
         let job = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             match code {
@@ -231,7 +232,7 @@ impl Preparer {
                 ))
             }
         };
-        metrics.prepared(result.is_ok(), started.elapsed());
+        self.metrics.prepared(result.is_ok(), started.elapsed());
         let span = tracing::Span::current();
         match &result {
             Ok(runnable) => span.record("cache", runnable.cache.as_str()),
