@@ -308,6 +308,69 @@ async fn dropping_a_queued_request_cancels_its_execution() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispute_raises_a_background_preparation_past_earlier_ones() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let dir = store_dir();
+        let service = service_with(dir.path(), base_config().prepare_workers(1));
+        let (bulky, adder, undying) = (guest("bulky"), guest("adder"), guest("undying"));
+        // bulky compiles for over a second in the only preparation slot; meanwhile adder and
+        // then undying are queued behind it at background priority.
+        service.heads_up(vec![bulky.into()]).await;
+        until("bulky compiles", || {
+            service.queue_depths().prepare_busy == 1
+        })
+        .await;
+        service.heads_up(vec![adder.clone().into()]).await;
+        until("adder waits", || {
+            service.queue_depths().prepare_waiting == 1
+        })
+        .await;
+        service.heads_up(vec![undying.clone().into()]).await;
+        until("undying waits", || {
+            service.queue_depths().prepare_waiting == 2
+        })
+        .await;
+        // A dispute needs undying: it joins undying's flight and raises it to critical.
+        let dispute = tokio::spawn({
+            let service = service.clone();
+            async move {
+                service
+                    .validate(undying, undying_params(3), ExecutionPriority::Dispute)
+                    .await
+            }
+        });
+        let outcome = dispute.await.unwrap();
+        assert_eq!(outcome.verdict.as_str(), "valid", "{outcome:?}");
+        // Both were still queued behind bulky when the dispute came (a flight started later
+        // would have made the waiting count drop), so the order in which the two artifacts were
+        // written is the order the slot served them: undying first, though it came second.
+        let (adder_hash, undying_hash) = (CodeHash::of(&adder), CodeHash::of(&guest("undying")));
+        until("adder stored", || {
+            service.host().store().contains(&adder_hash)
+        })
+        .await;
+        let fp = dir.path().join(service.host().fingerprint().to_hex());
+        let written = |hash: &CodeHash| {
+            std::fs::metadata(fp.join(format!("{hash}.artifact")))
+                .and_then(|m| m.modified())
+                .expect("artifact mtime")
+        };
+        assert!(
+            written(&undying_hash) < written(&adder_hash),
+            "undying (raised to critical) was prepared before adder (background, queued first)"
+        );
+        let text = service.metrics_text().await;
+        assert_eq!(
+            metric(&text, r#"pvf_preparations_total{outcome="ok"}"#),
+            3.0,
+            "{text}"
+        );
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_share_one_preparation() {
     tokio::time::timeout(TEST_BOUND, async {
         let dir = store_dir();
