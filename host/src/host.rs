@@ -340,23 +340,20 @@ impl ValidationHost {
         match self.load_stored(code_hash, None) {
             Ok(Some((pre, size))) => {
                 self.memory.insert(*code_hash, pre.clone(), size);
-                Ok(Runnable::hit(pre, size).0)
+                return Ok(Runnable::hit(pre, size).0);
             }
-            Ok(None) => Err((
-                CacheStatus::Miss,
-                ServiceError::CodeUnknown(*code_hash).into(),
-            )),
+            Ok(None) => {}
             Err(fault) => {
                 tracing::warn!(code_hash = %code_hash, %fault, "discarding a bad stored artifact; its code is not at hand");
                 if let Err(e) = self.store.remove(code_hash) {
                     tracing::warn!(code_hash = %code_hash, error = %e, "could not remove the bad artifact");
                 }
-                Err((
-                    CacheStatus::Miss,
-                    ServiceError::CodeUnknown(*code_hash).into(),
-                ))
             }
         }
+        Err((
+            CacheStatus::Miss,
+            ServiceError::CodeUnknown(*code_hash).into(),
+        ))
     }
 
     /// Look up → verify → construct → link; on a bad artifact evict and re-prepare.
@@ -371,11 +368,8 @@ impl ValidationHost {
         code: &[u8],
     ) -> Result<Runnable, (CacheStatus, ValidationError)> {
         // A component constructed earlier in this process: nothing to read, hash or deserialize.
-        if let Some(pre) = self.memory.get(code_hash) {
-            return Ok(Runnable {
-                pre,
-                cache: CacheStatus::Hit,
-            });
+        if let Some(runnable) = self.cached(code_hash) {
+            return Ok(runnable);
         }
         let (runnable, artifact_size) = self.runnable_from_store(code_hash, code)?;
         self.memory

@@ -154,26 +154,26 @@ impl HostMonotonicClock for SteppingMonotonicClock {
 
 /// A deterministic random stream: blake3's extendable output of a purpose over the seed,
 /// derived on the first read (most guests never read it).
-struct XofRng(XofState);
-
-enum XofState {
-    Pending(&'static blake3::Hasher, [u8; 32]),
-    Reading(blake3::OutputReader),
+struct XofRng {
+    purpose: &'static blake3::Hasher,
+    seed: [u8; 32],
+    reader: Option<blake3::OutputReader>,
 }
 
 impl XofRng {
     fn new(purpose: &'static blake3::Hasher, seed: [u8; 32]) -> Self {
-        Self(XofState::Pending(purpose, seed))
+        Self {
+            purpose,
+            seed,
+            reader: None,
+        }
     }
 
     fn fill(&mut self, dst: &mut [u8]) {
-        if let XofState::Pending(purpose, seed) = &self.0 {
-            self.0 = XofState::Reading(stream(purpose, seed));
-        }
-        match &mut self.0 {
-            XofState::Reading(reader) => reader.fill(dst),
-            XofState::Pending(..) => unreachable!("the stream was just derived"),
-        }
+        let (purpose, seed) = (self.purpose, &self.seed);
+        self.reader
+            .get_or_insert_with(|| stream(purpose, seed))
+            .fill(dst);
     }
 }
 

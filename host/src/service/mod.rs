@@ -496,13 +496,13 @@ impl ValidationService {
         priority: ExecutionPriority,
     ) -> Outcome {
         if let Err(e) = self.check_open() {
-            return failed(None, CacheStatus::Miss, e);
+            return Outcome::failed(None, CacheStatus::Miss, e);
         }
         let (hash, code) = match code {
             CodeRef::Hash(hash) => (*hash, None),
             CodeRef::Bytes(bytes) => match self.decode(bytes.clone()).await {
                 Ok((hash, code)) => (hash, Some(code)),
-                Err(e) => return failed(None, CacheStatus::Miss, e),
+                Err(e) => return Outcome::failed(None, CacheStatus::Miss, e),
             },
         };
         let host = &self.inner.host;
@@ -516,7 +516,7 @@ impl ValidationService {
                     .await;
                 match prepared {
                     Ok(runnable) => runnable,
-                    Err((cache, e)) => return failed(Some(hash), cache, e),
+                    Err((cache, e)) => return Outcome::failed(Some(hash), cache, e),
                 }
             }
         };
@@ -533,10 +533,10 @@ impl ValidationService {
                     queue: "execute",
                     capacity,
                 };
-                return failed(Some(hash), cache, e.into());
+                return Outcome::failed(Some(hash), cache, e.into());
             }
             Err(GateError::Closed) => {
-                return failed(Some(hash), cache, ServiceError::ShuttingDown.into());
+                return Outcome::failed(Some(hash), cache, ServiceError::ShuttingDown.into());
             }
         };
         let (host, params) = (host.clone(), params.clone());
@@ -559,7 +559,7 @@ impl ValidationService {
         }
         match tokio::task::spawn_blocking(job).await {
             Ok(outcome) => outcome,
-            Err(e) => failed(
+            Err(e) => Outcome::failed(
                 Some(hash),
                 cache,
                 ServiceError::Worker(e.to_string()).into(),
@@ -636,9 +636,12 @@ impl ValidationService {
     pub async fn metrics_text(&self) -> String {
         let host = self.inner.host.clone();
         let store = tokio::task::spawn_blocking(move || {
-            let current: Vec<_> = host.store().list().ok()?;
-            let current: Vec<_> = current.into_iter().filter(|a| a.current).collect();
-            Some((current.len(), current.iter().map(|a| a.size).sum::<u64>()))
+            let list = host.store().list().ok()?;
+            let current = list.iter().filter(|a| a.current);
+            Some((
+                current.clone().count(),
+                current.map(|a| a.size).sum::<u64>(),
+            ))
         })
         .await
         .ok()
@@ -690,10 +693,6 @@ fn decode_and_hash(raw: Arc<[u8]>, limit: usize) -> Result<(CodeHash, Arc<[u8]>)
         std::borrow::Cow::Owned(decoded) => decoded.into(),
     };
     Ok((CodeHash::of(&code), code))
-}
-
-fn failed(code_hash: Option<CodeHash>, cache: CacheStatus, err: ValidationError) -> Outcome {
-    Outcome::failed(code_hash, cache, err)
 }
 
 fn join_as_store_error(op: &str, e: tokio::task::JoinError) -> StoreError {

@@ -174,14 +174,14 @@ impl Preparer {
         );
         tokio::spawn(
             async move {
-                let result = this.run(hash, code, slot_priority).await;
+                let result = this.run(hash, code, slot_priority.clone()).await;
                 this.remember(&hash, &result);
                 {
                     let mut flights = this.flights.lock().unwrap_or_else(|e| e.into_inner());
                     // A later flight with code may have replaced a code-less one: remove only ours.
                     if flights
                         .get(&hash)
-                        .is_some_and(|f| f.done.same_channel(&tx.subscribe()))
+                        .is_some_and(|f| Arc::ptr_eq(&f.priority, &slot_priority))
                     {
                         flights.remove(&hash);
                     }

@@ -82,9 +82,8 @@ pub(crate) async fn run(
         }
         requests += 1;
         let (service, files) = (service.clone(), files.clone());
-        let config = service.host().config().clone();
         tasks.spawn(async move {
-            let answer = answer(&service, &files, &config, &line).await;
+            let answer = answer(&service, &files, &line).await;
             print_line(&answer);
         });
     }
@@ -107,19 +106,14 @@ pub(crate) async fn run(
 }
 
 /// Answers one request line.
-async fn answer(
-    service: &ValidationService,
-    files: &CodeFiles,
-    config: &Config,
-    line: &str,
-) -> Value {
+async fn answer(service: &ValidationService, files: &CodeFiles, line: &str) -> Value {
     let request: Value = match serde_json::from_str(line) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return json!({"id": Value::Null, "error": "a request must be a JSON object"}),
         Err(e) => return json!({"id": Value::Null, "error": format!("malformed request: {e}")}),
     };
     let id = request.get("id").cloned().unwrap_or(Value::Null);
-    match handle(service, files, config, &request).await {
+    match handle(service, files, &request).await {
         Ok(Value::Object(mut fields)) => {
             fields.insert("id".into(), id);
             Value::Object(fields)
@@ -132,9 +126,9 @@ async fn answer(
 async fn handle(
     service: &ValidationService,
     files: &CodeFiles,
-    config: &Config,
     request: &Value,
 ) -> anyhow::Result<Value> {
+    let config = service.host().config();
     if let Some(paths) = request.get("heads_up") {
         let paths = paths
             .as_array()
