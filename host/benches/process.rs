@@ -4,10 +4,11 @@
 //! Run: `cargo bench -p pvf-host --bench process`.
 #![allow(missing_docs)]
 
-use std::process::{Command, Stdio};
+mod common;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+use common::pvf_validate_process;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pvf_host::{Config, ValidationHost, ValidationParams};
 
@@ -53,19 +54,8 @@ fn process_per_call(c: &mut Criterion) {
             })
         });
         // The CLI's own store (its fingerprint hashes the pvf binary, not this one).
-        let cli = || {
-            Command::new(env!("CARGO_BIN_EXE_pvf"))
-                .arg("--cache-dir")
-                .arg(dir.path().join("cli-store"))
-                .args(["--json", "validate"])
-                .arg(pvf_test_guests::path(guest))
-                .arg("--params")
-                .arg(&params_file)
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .unwrap()
-        };
+        let (cli_store, code_path) = (dir.path().join("cli-store"), pvf_test_guests::path(guest));
+        let cli = || pvf_validate_process(&cli_store, &code_path, &params_file);
         let first = cli();
         assert!(first.status.success());
         let head = format!("0x{}", hex::encode(&expected));

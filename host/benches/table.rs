@@ -31,10 +31,12 @@ mod common;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{Guest, Raw, artifact_path, corrupt, disk_only, median, open_host, raw_engine, time};
+use common::{
+    Guest, Raw, artifact_path, corrupt, disk_only, median, open_host, pvf_validate_process,
+    raw_engine, time,
+};
 use criterion::{BatchSize, Criterion, SamplingMode};
 use pvf_host::{CacheStatus, Config};
 use tempfile::TempDir;
@@ -371,19 +373,8 @@ fn guest_rows(c: &mut Criterion, guest: &Guest, iterations: usize, since: System
         )
         .expect("write params");
         let head = format!("\"head_data\":\"0x{}\"", hex::encode(&guest.expected_head));
-        let cli = || {
-            Command::new(env!("CARGO_BIN_EXE_pvf"))
-                .arg("--cache-dir")
-                .arg(&cli_store)
-                .args(["--json", "validate"])
-                .arg(pvf_test_guests::path(name))
-                .arg("--params")
-                .arg(&params_file)
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .expect("run pvf")
-        };
+        let code_path = pvf_test_guests::path(name);
+        let cli = || pvf_validate_process(&cli_store, &code_path, &params_file);
         let first = cli();
         assert!(first.status.success(), "{name}: pvf validate failed");
         let mut g = c.benchmark_group(&process);

@@ -289,6 +289,26 @@ impl Raw {
     }
 }
 
+/// Runs `pvf --json validate CODE --params PARAMS` once, as its own process (the
+/// process-per-call design), on the store `cache_dir`; stdin closed, stderr discarded.
+pub fn pvf_validate_process(
+    cache_dir: &Path,
+    code: &Path,
+    params_file: &Path,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pvf"))
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(["--json", "validate"])
+        .arg(code)
+        .arg("--params")
+        .arg(params_file)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run pvf")
+}
+
 /// An engine with exactly the library's (default) configuration.
 pub fn raw_engine() -> Engine {
     Engine::new(&pvf_host::wasmtime_config(&Config::new())).expect("engine")
