@@ -84,6 +84,13 @@ pub enum LimitKind {
     Stack,
     /// The fuel budget (instruction count) ran out.
     Fuel,
+    /// The candidate's params exceed the contract's limits (see the crate's limits table).
+    Params,
+    /// The guest's result exceeds the contract's limits (head, code, messages).
+    Result,
+    /// A host call asked for more than the host gives any guest: too many resource handles,
+    /// too much data in one call, too many random bytes at once.
+    HostCall,
 }
 
 /// Why running a prepared artifact failed.

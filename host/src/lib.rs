@@ -36,6 +36,7 @@ mod error;
 mod execute;
 mod host;
 mod inflight;
+mod limits;
 mod memory_cache;
 mod prepare;
 mod sandbox;
@@ -49,6 +50,10 @@ pub use env::EnvFingerprint;
 pub use error::{
     ExecuteError, FailureClass, HostError, LimitKind, PrepareError, ServiceError, StoreError,
     ValidationError,
+};
+pub use limits::{
+    MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES, MAX_HORIZONTAL_MESSAGE_BYTES, MAX_HORIZONTAL_MESSAGES,
+    MAX_MESSAGES_TOTAL_BYTES, MAX_UPWARD_MESSAGE_BYTES, MAX_UPWARD_MESSAGES,
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
 pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS, guest_wasi_ctx};
