@@ -174,7 +174,7 @@ impl ValidationHost {
         fingerprint: EnvFingerprint,
     ) -> Result<Self, HostError> {
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        crate::guest_wasi::add_to_linker(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let options = StoreOptions::new()
             .keep_other_fingerprints(config.keep_other_fingerprints)

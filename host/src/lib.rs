@@ -34,12 +34,12 @@ mod engine;
 mod env;
 mod error;
 mod execute;
+mod guest_wasi;
 mod host;
 mod inflight;
 mod limits;
 mod memory_cache;
 mod prepare;
-mod sandbox;
 mod service;
 mod store;
 mod types;
@@ -51,12 +51,16 @@ pub use error::{
     ExecuteError, FailureClass, HostError, LimitKind, PrepareError, ServiceError, StoreError,
     ValidationError,
 };
-pub use limits::{
-    MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES, MAX_HORIZONTAL_MESSAGE_BYTES, MAX_HORIZONTAL_MESSAGES,
-    MAX_MESSAGES_TOTAL_BYTES, MAX_UPWARD_MESSAGE_BYTES, MAX_UPWARD_MESSAGES,
+pub use guest_wasi::{
+    MAX_RANDOM_BYTES_PER_CALL, MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, RANDOM_CALL_FUEL,
+    WALL_CLOCK_SECS, guest_wasi_ctx,
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
-pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS, guest_wasi_ctx};
+pub use limits::{
+    MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES, MAX_HORIZONTAL_MESSAGE_BYTES,
+    MAX_HORIZONTAL_MESSAGES, MAX_MESSAGES_TOTAL_BYTES, MAX_UPWARD_MESSAGE_BYTES,
+    MAX_UPWARD_MESSAGES,
+};
 pub use service::{
     CodeRef, ExecutionPriority, MetricsServer, PreparationPriority, QueueDepths, RetryClass,
     RetryPolicy, ServiceConfig, ShutdownReport, ValidationService,

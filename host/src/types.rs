@@ -1,6 +1,11 @@
 //! The values exchanged with a validation function (mirrors `wit/validation.wit`).
 
 use crate::bindings::pvf::validation::types as wit;
+use crate::limits::{
+    MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES, MAX_HORIZONTAL_MESSAGE_BYTES,
+    MAX_HORIZONTAL_MESSAGES, MAX_MESSAGES_TOTAL_BYTES, MAX_UPWARD_MESSAGE_BYTES,
+    MAX_UPWARD_MESSAGES,
+};
 
 /// Everything a validation function is given about one candidate block.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -24,6 +29,24 @@ impl ValidationParams {
             relay_parent_number,
             relay_parent_storage_root: [0; 32],
         }
+    }
+
+    /// Checks the contract's limits on params ([`MAX_HEAD_DATA_BYTES`], [`MAX_BLOCK_DATA_BYTES`]);
+    /// the reason when one is exceeded. Validation of over-limit params is `invalid`.
+    pub fn check_limits(&self) -> Result<(), String> {
+        if self.parent_head.len() > MAX_HEAD_DATA_BYTES {
+            return Err(format!(
+                "parent head of {} bytes exceeds the limit of {MAX_HEAD_DATA_BYTES}",
+                self.parent_head.len()
+            ));
+        }
+        if self.block_data.len() > MAX_BLOCK_DATA_BYTES {
+            return Err(format!(
+                "block data of {} bytes exceeds the limit of {MAX_BLOCK_DATA_BYTES}",
+                self.block_data.len()
+            ));
+        }
+        Ok(())
     }
 
     /// The guest's view of these parameters: borrowed, nothing copied.
@@ -63,6 +86,69 @@ pub struct ValidationResult {
     pub hrmp_watermark: u32,
 }
 
+impl ValidationResult {
+    /// Checks the contract's limits on results (head, new code at most `max_code_bytes`, counts
+    /// and sizes of messages: see the crate's limits table); the reason when one is exceeded.
+    pub fn check_limits(&self, max_code_bytes: usize) -> Result<(), String> {
+        if self.head_data.len() > MAX_HEAD_DATA_BYTES {
+            return Err(format!(
+                "head data of {} bytes exceeds the limit of {MAX_HEAD_DATA_BYTES}",
+                self.head_data.len()
+            ));
+        }
+        if let Some(code) = &self.new_validation_code
+            && code.len() > max_code_bytes
+        {
+            return Err(format!(
+                "new validation code of {} bytes exceeds the code limit of {max_code_bytes}",
+                code.len()
+            ));
+        }
+        check_messages(
+            "upward",
+            self.upward_messages.iter().map(Vec::len),
+            MAX_UPWARD_MESSAGES,
+            MAX_UPWARD_MESSAGE_BYTES,
+        )?;
+        check_messages(
+            "horizontal",
+            self.horizontal_messages.iter().map(|m| m.data.len()),
+            MAX_HORIZONTAL_MESSAGES,
+            MAX_HORIZONTAL_MESSAGE_BYTES,
+        )
+    }
+}
+
+/// Checks a result's messages of one `kind` against the count, per-message and total limits.
+fn check_messages(
+    kind: &str,
+    sizes: impl ExactSizeIterator<Item = usize>,
+    max_count: usize,
+    max_size: usize,
+) -> Result<(), String> {
+    if sizes.len() > max_count {
+        return Err(format!(
+            "{} {kind} messages exceed the limit of {max_count}",
+            sizes.len()
+        ));
+    }
+    let mut total = 0usize;
+    for (i, size) in sizes.enumerate() {
+        if size > max_size {
+            return Err(format!(
+                "{kind} message {i} of {size} bytes exceeds the limit of {max_size}"
+            ));
+        }
+        total += size;
+    }
+    if total > MAX_MESSAGES_TOTAL_BYTES {
+        return Err(format!(
+            "{kind} messages of {total} bytes in all exceed the limit of {MAX_MESSAGES_TOTAL_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 impl From<wit::ValidationResult> for ValidationResult {
     fn from(r: wit::ValidationResult) -> Self {
         Self {
@@ -80,5 +166,78 @@ impl From<wit::ValidationResult> for ValidationResult {
             processed_downward_messages: r.processed_downward_messages,
             hrmp_watermark: r.hrmp_watermark,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result() -> ValidationResult {
+        ValidationResult {
+            head_data: vec![0; MAX_HEAD_DATA_BYTES],
+            new_validation_code: Some(vec![0; 100]),
+            upward_messages: vec![vec![0; MAX_UPWARD_MESSAGE_BYTES]; 4],
+            horizontal_messages: vec![
+                OutboundHrmpMessage {
+                    recipient: 1,
+                    data: vec![0; MAX_HORIZONTAL_MESSAGE_BYTES],
+                };
+                4
+            ],
+            processed_downward_messages: 0,
+            hrmp_watermark: 0,
+        }
+    }
+
+    #[test]
+    fn results_at_the_limits_pass_and_one_past_each_fails() {
+        assert_eq!(result().check_limits(100), Ok(()));
+        type Breach = (&'static str, fn(&mut ValidationResult));
+        let breaches: [Breach; 7] = [
+            ("head data", |r| r.head_data.push(0)),
+            ("new validation code", |r| {
+                r.new_validation_code.as_mut().unwrap().push(0)
+            }),
+            ("upward message 3", |r| r.upward_messages[3].push(0)),
+            ("upward messages exceed the limit of 16384", |r| {
+                r.upward_messages = vec![vec![]; MAX_UPWARD_MESSAGES + 1]
+            }),
+            ("upward messages of", |r| {
+                r.upward_messages = vec![vec![0; MAX_UPWARD_MESSAGE_BYTES]; 129]
+            }),
+            ("horizontal message 0", |r| {
+                r.horizontal_messages[0].data.push(0)
+            }),
+            ("horizontal messages exceed", |r| {
+                r.horizontal_messages = vec![
+                    OutboundHrmpMessage {
+                        recipient: 0,
+                        data: vec![]
+                    };
+                    MAX_HORIZONTAL_MESSAGES + 1
+                ]
+            }),
+        ];
+        for (needle, breach) in breaches {
+            let mut r = result();
+            breach(&mut r);
+            let err = r.check_limits(100).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn params_over_the_limits_fail() {
+        let ok = ValidationParams::new(
+            vec![0; MAX_HEAD_DATA_BYTES],
+            vec![0; MAX_BLOCK_DATA_BYTES],
+            1,
+        );
+        assert_eq!(ok.check_limits(), Ok(()));
+        let head = ValidationParams::new(vec![0; MAX_HEAD_DATA_BYTES + 1], vec![], 1);
+        assert!(head.check_limits().unwrap_err().contains("parent head"));
+        let block = ValidationParams::new(vec![], vec![0; MAX_BLOCK_DATA_BYTES + 1], 1);
+        assert!(block.check_limits().unwrap_err().contains("block data"));
     }
 }

@@ -5,6 +5,7 @@ mod bad_conditions;
 mod cli;
 mod common;
 mod fault_injection;
+mod hostile;
 mod limits;
 mod load;
 mod memory_cache;

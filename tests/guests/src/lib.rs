@@ -27,6 +27,7 @@ pub const ALL: &[&str] = &[
     "sandbox_escape",
     "stdout_flood",
     "bulky",
+    "hostile",
 ];
 
 /// The JavaScript guest (`guest-components/js-validate`): the rules of `adder` in JavaScript,
