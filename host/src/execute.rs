@@ -30,14 +30,16 @@
 //! one of them changes.
 
 use wasmtime::component::{Component, ResourceTable, ResourceTableError};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{CallHook, Engine, ResourceLimiter, Store, StoreContextMut, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::ValidationFunctionPre;
 use crate::config::Config;
 use crate::engine::deadline_ticks;
 use crate::error::{ExecuteError, LimitKind};
-use crate::guest_wasi::{CappedOutput, GuestCalls, GuestState, GuestWasi, guest_wasi};
+use crate::guest_wasi::{
+    CappedOutput, GuestCalls, GuestState, GuestWasi, HOST_CALL_FUEL, charge, guest_wasi,
+};
 use crate::limits::{
     MAX_HEAD_DATA_BYTES, MAX_HORIZONTAL_MESSAGES, MAX_MESSAGES_TOTAL_BYTES, MAX_UPWARD_MESSAGES,
 };
@@ -336,12 +338,34 @@ fn new_store(
     store.limiter(|state| &mut state.limits);
     store.set_max_component_handles(MAX_COMPONENT_HANDLES);
     store.set_hostcall_fuel(hostcall_budget(config));
+    store.call_hook(price_host_calls);
     store
         .set_fuel(config.fuel)
         .expect("fuel consumption is enabled in the engine configuration");
     store.set_epoch_deadline(deadline_ticks(config.execution_timeout));
     store.epoch_deadline_trap();
     store
+}
+
+/// The store's call hook: every call from the guest into the host costs [`HOST_CALL_FUEL`]
+/// before it runs, and the output it wrote one fuel unit per byte when it returns (see
+/// `guest_wasi`'s module doc). Running out is the ordinary out-of-fuel trap.
+fn price_host_calls(
+    mut cx: StoreContextMut<'_, HostState>,
+    hook: CallHook,
+) -> wasmtime::Result<()> {
+    match hook {
+        CallHook::CallingHost => charge(&mut cx, HOST_CALL_FUEL),
+        CallHook::ReturningFromHost => {
+            let state = cx.data();
+            let written = state.stdout.take_unpaid() + state.stderr.take_unpaid();
+            if written == 0 {
+                return Ok(());
+            }
+            charge(&mut cx, written)
+        }
+        CallHook::CallingWasm | CallHook::ReturningFromWasm => Ok(()),
+    }
 }
 
 /// The most data one guest-to-host transfer may carry, counted by wasmtime's hostcall fuel

@@ -14,7 +14,7 @@
 //! | wall clock | frozen at [`WALL_CLOCK_SECS`] (2020-01-01T00:00:00Z) |
 //! | monotonic clock | virtual: starts at 0 and advances [`MONOTONIC_STEP_NANOS`] per read |
 //! | sleeping (`subscribe-instant`, `subscribe-duration`, then `pollable.block` or `poll`) | virtual: no real time passes; the call returns at once with the virtual clock moved forward to the earliest deadline waited for (`poll` returns the pollables whose deadlines have then come) |
-//! | random, insecure random | deterministic streams derived from the code hash and the params; at most [`MAX_RANDOM_BYTES_PER_CALL`] per call, priced at [`RANDOM_CALL_FUEL`] plus one fuel unit per byte |
+//! | random, insecure random | deterministic streams derived from the code hash and the params; at most [`MAX_RANDOM_BYTES_PER_CALL`] per call, one fuel unit per byte |
 //! | insecure seed | derived from the code hash and the params |
 //!
 //! **A wait for a time that never comes** (an instant of `u64::MAX`, or a duration that reaches
@@ -22,10 +22,14 @@
 //! `u64::MAX`, and stays there (it saturates; it never wraps). A guest that keeps waiting in a
 //! loop runs out of fuel, which is `invalid` on every node.
 //!
-//! **Host work inside one call is bounded.** The only WASI calls whose host work grows with a
-//! guest's argument are the random-bytes calls (capped and priced here) and the stream writes
-//! (the data crossing is bounded by the store's hostcall budget, see `execute.rs`, and the
-//! output is capped). Asking for more than a cap is a deterministic resource limit
+//! **Host work is bounded and priced in fuel.** Every call from the guest into the host costs
+//! [`HOST_CALL_FUEL`] (charged by the store's call hook, see `execute.rs`), so that a loop of
+//! cheap host calls runs out of fuel about as fast as a loop of wasm instructions (a loop
+//! reading the clock took 26 s to spend the default budget before, 13 times the backing
+//! timeout: an `indeterminate` on every node). The calls whose host work grows with the guest's
+//! data also cost one fuel unit per byte: random bytes (capped at [`MAX_RANDOM_BYTES_PER_CALL`]
+//! per call) and output written to stdout or stderr (the data crossing one call is bounded by
+//! the store's hostcall budget). Asking for more than a cap is a deterministic resource limit
 //! ([`LimitKind::HostCall`](crate::LimitKind::HostCall)): `invalid`.
 
 use std::pin::Pin;
@@ -54,9 +58,13 @@ pub const OUTPUT_CAPTURE_BYTES: usize = 64 * 1024;
 /// 1 MiB, about half a millisecond of host work. Rust's standard library asks for 16 bytes at a
 /// time, wasi-libc for at most 256. Asking for more is a deterministic resource limit.
 pub const MAX_RANDOM_BYTES_PER_CALL: u64 = 1 << 20;
-/// The fuel every random call costs before its per-byte price (one unit per byte), charged
-/// from the guest's budget before the host does the work.
-pub const RANDOM_CALL_FUEL: u64 = 100;
+/// The fuel every call from the guest into the host costs (WASI calls, and wasmtime's own
+/// fallible calls out of compiled code such as `memory.grow`), on top of the instructions that
+/// make it. Measured here: a loop of 1-byte stream writes, the costliest of the cheap calls,
+/// spent the default 2e9 fuel in 27 s unpriced and in under a second at 1 000 per call; the
+/// bundled JavaScript guest makes a handful of host calls (8 000 fuel of its ~800 000), the Rust
+/// guests none inside `validate-block`.
+pub const HOST_CALL_FUEL: u64 = 1_000;
 
 /// The WASI package version whose interfaces the host replaces (wasmtime-wasi 48 implements
 /// `wasi:*@0.2.12`; a guest importing any `0.2.x` links to them).
@@ -206,7 +214,7 @@ fn subscribe_until<T: GuestState>(
 
 /// Takes `fuel` from the guest's budget before the host works for it; running out is the
 /// ordinary out-of-fuel trap (deterministic).
-fn charge<T>(cx: &mut StoreContextMut<'_, T>, fuel: u64) -> wasmtime::Result<()> {
+pub(crate) fn charge<T>(cx: &mut StoreContextMut<'_, T>, fuel: u64) -> wasmtime::Result<()> {
     let left = cx.get_fuel()?;
     match left.checked_sub(fuel) {
         Some(rest) => cx.set_fuel(rest),
@@ -229,7 +237,7 @@ fn random_bytes<T: GuestState>(
         cx.data_mut().calls().refused = Some(why.clone());
         return Err(wasmtime::Error::msg(why));
     }
-    charge(cx, RANDOM_CALL_FUEL + len)?;
+    charge(cx, len)?;
     let len = len as usize; // at most 1 MiB: fits
     let mut bytes = Vec::new();
     // A refusal of the host's allocator is a local fault (an error, not recorded as a limit).
@@ -245,7 +253,6 @@ fn random_u64<T: GuestState>(
     cx: &mut StoreContextMut<'_, T>,
     rng: fn(&mut GuestCalls) -> &mut XofRng,
 ) -> wasmtime::Result<(u64,)> {
-    charge(cx, RANDOM_CALL_FUEL)?;
     let mut b = [0u8; 8];
     rng(cx.data_mut().calls()).fill(&mut b);
     Ok((u64::from_le_bytes(b),))
@@ -483,6 +490,8 @@ struct CappedInner {
     cap: usize,
     kept: Mutex<Vec<u8>>,
     dropped: AtomicU64,
+    /// Bytes written and not yet paid for in fuel (see [`CappedOutput::take_unpaid`]).
+    unpaid: AtomicU64,
 }
 
 impl CappedOutput {
@@ -491,10 +500,20 @@ impl CappedOutput {
             cap,
             kept: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            unpaid: AtomicU64::new(0),
         }))
     }
 
+    /// The bytes written since the last call, to be charged to the guest's fuel (one unit per
+    /// byte) when the host call that wrote them returns.
+    pub(crate) fn take_unpaid(&self) -> u64 {
+        self.0.unpaid.swap(0, Ordering::Relaxed)
+    }
+
     fn push(&self, bytes: &[u8]) {
+        self.0
+            .unpaid
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let mut kept = self.0.kept.lock().unwrap_or_else(|e| e.into_inner());
         let room = self.0.cap.saturating_sub(kept.len());
         let take = room.min(bytes.len());

@@ -52,7 +52,7 @@ pub use error::{
     ValidationError,
 };
 pub use guest_wasi::{
-    MAX_RANDOM_BYTES_PER_CALL, MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, RANDOM_CALL_FUEL,
+    HOST_CALL_FUEL, MAX_RANDOM_BYTES_PER_CALL, MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES,
     WALL_CLOCK_SECS, guest_wasi_ctx,
 };
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};

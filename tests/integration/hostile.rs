@@ -29,6 +29,9 @@ const MANY_HORIZONTAL: u8 = 8;
 const BIG_CODE: u8 = 9;
 const EVIL_REASON: u8 = 10;
 const BIG_WRITE: u8 = 11;
+const MAX_RESULT: u8 = 12;
+const CLOCK_LOOP: u8 = 13;
+const WRITE_LOOP: u8 = 14;
 
 /// A generous wall clock (a real 30 s sleep would still time out, and fail the test) and a fuel
 /// budget small enough that endless loops end by fuel within a second or two.
@@ -143,6 +146,18 @@ fn hostile_guest_modes_get_deterministic_verdicts_at_once() {
             Expect::Limit(LimitKind::Fuel, "fuel budget"),
         ),
         (
+            "reading the clock in a loop forever ends by fuel",
+            CLOCK_LOOP,
+            0,
+            Expect::Limit(LimitKind::Fuel, "fuel budget"),
+        ),
+        (
+            "writing 64 KiB to stdout in a loop forever ends by fuel",
+            WRITE_LOOP,
+            0,
+            Expect::Limit(LimitKind::Fuel, "fuel budget"),
+        ),
+        (
             "64 MiB of random bytes in one call is over the cap",
             RANDOM_BYTES,
             64 << 20,
@@ -231,6 +246,12 @@ fn hostile_guest_modes_get_deterministic_verdicts_at_once() {
             BIG_WRITE,
             200_000_000,
             Expect::Limit(LimitKind::HostCall, "hostcalls has been exhausted"),
+        ),
+        (
+            "the largest result the contract allows is valid",
+            MAX_RESULT,
+            64 << 20,
+            Expect::Valid(|head| assert_eq!(head.len(), MAX_HEAD_DATA_BYTES)),
         ),
     ];
     for (name, mode, n, expect) in &cases {

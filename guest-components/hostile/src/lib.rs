@@ -41,6 +41,13 @@ pub const BIG_CODE: u8 = 9;
 pub const EVIL_REASON: u8 = 10;
 /// Writes `n` bytes to stdout in one `write` call, ignoring `check-write`. Head: `n` (u64 LE).
 pub const BIG_WRITE: u8 = 11;
+/// Returns the largest result the contract allows, with new code of `n` bytes: a 1 MiB head,
+/// 128 upward and 128 horizontal messages of 128 KiB each (16 MiB each in all).
+pub const MAX_RESULT: u8 = 12;
+/// Reads the monotonic clock in a loop, forever: ends by fuel.
+pub const CLOCK_LOOP: u8 = 13;
+/// Writes `n` bytes (64 KiB when `n` is 0) to stdout in a loop, forever: ends by fuel.
+pub const WRITE_LOOP: u8 = 14;
 
 impl Guest for Pvf {
     fn validate_block(params: ValidationParams) -> Result<ValidationResult, String> {
@@ -118,6 +125,27 @@ impl Guest for Pvf {
                 let out = wasip2::cli::stdout::get_stdout();
                 let _ = out.write(&vec![0; n as usize]);
                 head.extend(n.to_le_bytes());
+            }
+            MAX_RESULT => {
+                head = vec![1; 1 << 20];
+                result.new_validation_code = Some(vec![2; n as usize]);
+                result.upward_messages = vec![vec![3; 128 << 10]; 128];
+                result.horizontal_messages = (0..128)
+                    .map(|i| OutboundHrmpMessage {
+                        recipient: i,
+                        data: vec![4; 128 << 10],
+                    })
+                    .collect();
+            }
+            CLOCK_LOOP => loop {
+                std::hint::black_box(monotonic_clock::now());
+            },
+            WRITE_LOOP => {
+                let out = wasip2::cli::stdout::get_stdout();
+                let chunk = vec![0; if n == 0 { 64 << 10 } else { n as usize }];
+                loop {
+                    let _ = std::hint::black_box(out.write(&chunk));
+                }
             }
             other => return Err(format!("unknown mode {other}")),
         }
