@@ -291,3 +291,68 @@ fn params_over_the_limits_are_invalid() {
         }
     }
 }
+
+/// Runs `pvf validate` under `ulimit -d kib` (the data segment limit, which counts the memory a
+/// guest's linear memory grows into), bounded by [`run`]'s deadline.
+fn validate_under_data_limit(
+    dir: &std::path::Path,
+    code: &std::path::Path,
+    params: &std::path::Path,
+    kib: u64,
+) -> (i32, String) {
+    let out = run(std::process::Command::new("bash").arg("-c").arg(format!(
+        "ulimit -d {kib} && exec {pvf} --cache-dir {dir} --json validate {code} --params {params}",
+        pvf = env!("CARGO_BIN_EXE_pvf"),
+        dir = dir.display(),
+        code = code.display(),
+        params = params.display(),
+    )));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // A process killed by a signal (an allocation the OS refused outside the guest aborts the
+    // process) has no exit code: that ends, and is no verdict.
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// When the OS refuses memory that the limits allow, the guest must not see a normal `-1` from
+/// `memory.grow` (its allocator would trap, and the verdict would be a false `invalid`): the
+/// verdict is `indeterminate`. Searches the data-segment limit at which `alloc` of 300 MB just
+/// fits, then runs below it; no limit may give `invalid`.
+#[test]
+fn an_os_memory_refusal_is_indeterminate_never_invalid() {
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let code = pvf_test_guests::path("alloc");
+    let params = write_file(
+        dir.path(),
+        "params.json",
+        format!(
+            r#"{{"parent_head": "", "block_data": "0x{}", "relay_parent_number": 1}}"#,
+            hex::encode((300u64 << 20).to_le_bytes())
+        ),
+    );
+    // Prepared without a limit, so that the limited runs only load and execute.
+    let out = run(pvf(&store).arg("prepare").arg(&code));
+    assert!(out.status.success(), "{out:?}");
+    let (mut too_small, mut enough) = (0u64, 16u64 << 20); // KiB: 0 .. 16 GiB
+    let mut seen = Vec::new();
+    while enough - too_small > 16 << 10 {
+        let mid = (too_small + enough) / 2;
+        let (code_, stdout) = validate_under_data_limit(&store, &code, &params, mid);
+        assert_ne!(code_, 1, "ulimit -d {mid}: an OS refusal became invalid: {stdout}");
+        seen.push((mid, code_));
+        if code_ == 0 {
+            enough = mid;
+        } else {
+            too_small = mid;
+        }
+    }
+    // 150 MB below the smallest limit that fits: the engine and the store open, the guest's
+    // growth to 300 MB is refused by the OS.
+    let below = enough - (150 << 10);
+    let (code_, stdout) = validate_under_data_limit(&store, &code, &params, below);
+    assert_eq!(code_, 2, "ulimit -d {below} (fits at {enough}, tried {seen:?}): {stdout}");
+    assert!(
+        stdout.contains("could not provide") && stdout.contains("linear memory"),
+        "{stdout}"
+    );
+}
