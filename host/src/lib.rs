@@ -51,18 +51,19 @@ pub use error::{
     ExecuteError, FailureClass, HostError, LimitKind, PrepareError, ServiceError, StoreError,
     ValidationError,
 };
-pub use limits::{
-    MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES, MAX_HORIZONTAL_MESSAGE_BYTES, MAX_HORIZONTAL_MESSAGES,
-    MAX_MESSAGES_TOTAL_BYTES, MAX_UPWARD_MESSAGE_BYTES, MAX_UPWARD_MESSAGES,
-};
 pub use host::{CacheStatus, Outcome, Prepared, ValidationHost, Verdict, VerifyReport};
+pub use limits::{
+    MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES, MAX_HORIZONTAL_MESSAGE_BYTES,
+    MAX_HORIZONTAL_MESSAGES, MAX_MESSAGES_TOTAL_BYTES, MAX_UPWARD_MESSAGE_BYTES,
+    MAX_UPWARD_MESSAGES,
+};
 pub use sandbox::{MONOTONIC_STEP_NANOS, OUTPUT_CAPTURE_BYTES, WALL_CLOCK_SECS, guest_wasi_ctx};
 pub use service::{
     CodeRef, ExecutionPriority, MetricsServer, PreparationPriority, QueueDepths, RetryClass,
     RetryPolicy, ServiceConfig, ShutdownReport, ValidationService,
 };
 pub use store::{
-    ArtifactInfo, ArtifactStore, CodeHash, LAST_USE_GRANULARITY, PrunePolicy, PruneReport,
-    StoreOptions,
+    ArtifactInfo, ArtifactStore, CodeHash, EntryKind, LAST_USE_GRANULARITY, MAX_ARTIFACT_BYTES,
+    PrunePolicy, PruneReport, StoreOptions,
 };
 pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};

@@ -175,3 +175,40 @@ fn other_environments_are_removed_at_open_unless_live_or_kept() {
         CacheStatus::Miss
     );
 }
+
+/// Entries with an artifact's name that can never be loaded are removed by pruning whatever the
+/// policy, counted with the removed artifacts.
+#[test]
+fn pruning_removes_entries_that_cannot_be_artifacts() {
+    let dir = store_dir();
+    let outside = store_dir();
+    let host = host(dir.path());
+    let code = guest("adder");
+    host.prepare(&code).unwrap();
+    let fp_dir = dir.path().join(host.fingerprint().to_hex());
+    let mut planted = Vec::new();
+    for (i, bad) in BadEntry::ALL.into_iter().enumerate() {
+        let hash = format!("{i:0>64}");
+        bad.plant(&fp_dir.join(format!("{hash}.artifact")), outside.path());
+        planted.push(hash.parse::<CodeHash>().unwrap());
+    }
+    let listed = host.store().list().unwrap();
+    assert_eq!(listed.len(), 1 + planted.len(), "{listed:?}");
+    let report = host
+        .store()
+        .prune(&PrunePolicy::new().max_bytes(None).max_idle(None))
+        .unwrap();
+    let mut removed = report.removed_artifacts.clone();
+    removed.sort();
+    assert_eq!(removed, planted, "{report:?}");
+    assert_eq!(
+        files_in_store(dir.path(), &host).len(),
+        2,
+        "the good artifact and its lock"
+    );
+    assert_eq!(
+        host.validate(&code, &adder_params(1, 2)).cache,
+        CacheStatus::Hit
+    );
+    BadEntry::Symlink.assert_outside_untouched(outside.path());
+}

@@ -1,18 +1,25 @@
 //! Keeping the store tidy: listing, pruning (least recently used first, time-to-live), removing
 //! other environments' directories and dead writers' temporary files, and last-use tracking.
+//! Every entry with an artifact's name is seen, whatever its type; symlinks are never followed.
 
 use std::time::{Duration, SystemTime};
 
-use cap_std::fs::{Dir, File, Metadata};
-use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, fstat, futimens, statat};
+use cap_std::fs::{Dir, File};
+use rustix::fs::{
+    AtFlags, Stat, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, fstat, futimens, statat,
+};
 
+use super::entry::{self, EntryKind, OpenError};
 use super::locks::{self, Mode};
 use super::{
-    ARTIFACT_SUFFIX, ArtifactStore, CodeHash, IN_USE, LAST_USE_GRANULARITY, TMP_PREFIX, parse_hex32,
+    ARTIFACT_SUFFIX, ArtifactStore, CodeHash, IN_USE, LAST_USE_GRANULARITY, MAX_ARTIFACT_BYTES,
+    TMP_PREFIX, parse_hex32,
 };
 use crate::error::StoreError;
 
-/// One stored artifact, as listed by [`ArtifactStore::list`].
+/// One entry with an artifact's name (`<code-hash>.artifact`), as listed by
+/// [`ArtifactStore::list`]: an artifact, or something else that has taken an artifact's name
+/// (see [`ArtifactInfo::kind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactInfo {
     /// The code hash the artifact was prepared from.
@@ -21,11 +28,22 @@ pub struct ArtifactInfo {
     pub fingerprint: String,
     /// Whether that is this process's fingerprint (others are never loaded).
     pub current: bool,
-    /// Size of the file in bytes.
+    /// Size of the file in bytes (0 when it is not a regular file).
     pub size: u64,
     /// When the artifact was last used (loaded or written), to within
     /// [`LAST_USE_GRANULARITY`](super::LAST_USE_GRANULARITY).
     pub last_used: Option<SystemTime>,
+    /// What the entry is. Anything but a regular file can never be loaded: verification and
+    /// pruning remove it.
+    pub kind: EntryKind,
+}
+
+impl ArtifactInfo {
+    /// Whether the entry may hold a loadable artifact: a regular file of at most
+    /// [`MAX_ARTIFACT_BYTES`]. Its checksum is not checked here (`verify_store` does).
+    pub fn plausible(&self) -> bool {
+        self.kind == EntryKind::File && self.size <= MAX_ARTIFACT_BYTES
+    }
 }
 
 /// What to prune: see [`ArtifactStore::prune`].
@@ -66,35 +84,66 @@ impl PrunePolicy {
 /// What [`ArtifactStore::prune`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Artifacts removed from this fingerprint's directory.
+    /// Entries with an artifact's name removed from this fingerprint's directory: artifacts
+    /// the policy dropped, and entries that could never be loaded (not a regular file, or
+    /// larger than [`MAX_ARTIFACT_BYTES`]), which are removed whatever the policy.
     pub removed_artifacts: Vec<CodeHash>,
     /// Directories of other fingerprints removed whole.
     pub removed_fingerprints: Vec<String>,
     /// Artifacts that qualified for removal but were in use (kept).
     pub skipped_in_use: Vec<CodeHash>,
-    /// Bytes freed.
+    /// Bytes freed: the disk space of the regular files removed (a sparse file counts what it
+    /// occupies, not its length).
     pub freed_bytes: u64,
 }
 
+/// An entry with an artifact's name, as `lstat` saw it.
+struct Listed {
+    hash: CodeHash,
+    kind: EntryKind,
+    size: u64,
+    /// What removing it frees (see [`entry::freed_by_removal`]).
+    disk: u64,
+    last_used: Option<SystemTime>,
+}
+
+impl Listed {
+    fn loadable(&self) -> bool {
+        self.kind == EntryKind::File && self.size <= MAX_ARTIFACT_BYTES
+    }
+}
+
 impl ArtifactStore {
-    /// Lists every artifact below the root: this fingerprint's and other fingerprints'.
+    /// Lists every entry with an artifact's name below the root, whatever its type: this
+    /// fingerprint's and other fingerprints'. A directory of another fingerprint that cannot be
+    /// read is skipped (with a warning).
     pub fn list(&self) -> Result<Vec<ArtifactInfo>, StoreError> {
         let current = self.fingerprint.to_hex();
         let mut out = Vec::new();
+        let mut add = |fp: &str, listed: Vec<Listed>| {
+            out.extend(listed.into_iter().map(|a| ArtifactInfo {
+                code_hash: a.hash,
+                fingerprint: fp.to_string(),
+                current: fp == current,
+                size: a.size,
+                last_used: a.last_used,
+                kind: a.kind,
+            }));
+        };
+        add(&current, artifacts_in(&self.dir, &current)?);
         for fp in fingerprint_dirs(&self.root)? {
-            let dir = match self.root.open_dir(&fp) {
-                Ok(dir) => dir,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io(format!("open directory {fp}"), e)),
-            };
-            for (code_hash, meta) in artifacts_in(&dir, &fp)? {
-                out.push(ArtifactInfo {
-                    code_hash,
-                    fingerprint: fp.clone(),
-                    current: fp == current,
-                    size: meta.len(),
-                    last_used: last_used(&meta),
-                });
+            if fp == current {
+                continue;
+            }
+            let listed = entry::open_dir(&self.root, &fp)
+                .map_err(OpenError::into_io)
+                .and_then(|dir| artifacts_in(&dir, &fp).map_err(std::io::Error::other));
+            match listed {
+                Ok(listed) => add(&fp, listed),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(fingerprint = %fp, error = %e, "cannot list another environment's directory")
+                }
             }
         }
         out.sort_by(|a, b| {
@@ -107,11 +156,12 @@ impl ArtifactStore {
         Ok(out)
     }
 
-    /// The code hashes of this fingerprint's artifacts.
+    /// The code hashes of every entry with an artifact's name in this fingerprint's directory,
+    /// whatever its type (loading one that is not a regular file fails as corrupt).
     pub fn hashes(&self) -> Result<Vec<CodeHash>, StoreError> {
         Ok(artifacts_in(&self.dir, &self.fingerprint.to_hex())?
             .into_iter()
-            .map(|(h, _)| h)
+            .map(|a| a.hash)
             .collect())
     }
 
@@ -119,24 +169,36 @@ impl ArtifactStore {
     ///
     /// 1. removes the directories of other fingerprints that no live process uses (their
     ///    artifacts can never be used here);
-    /// 2. removes this fingerprint's artifacts unused for longer than the policy's idle time;
-    /// 3. removes the least recently used of the rest until they fit in the byte budget.
+    /// 2. removes entries with an artifact's name that can never be loaded (not a regular file,
+    ///    or larger than [`MAX_ARTIFACT_BYTES`]);
+    /// 3. removes this fingerprint's artifacts unused for longer than the policy's idle time;
+    /// 4. removes the least recently used of the rest until they fit in the byte budget.
     ///
     /// Never removes an artifact that another process is preparing or loading (it is reported
     /// in `skipped_in_use`); removal is atomic per file.
     pub fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport, StoreError> {
-        let mut report = PruneReport::default();
-        let (fps, freed) = self.remove_other_fingerprints()?;
-        report.removed_fingerprints = fps;
-        report.freed_bytes += freed;
+        let (removed_fingerprints, freed_bytes) = self.remove_other_fingerprints()?;
+        let mut report = PruneReport {
+            removed_fingerprints,
+            freed_bytes,
+            ..PruneReport::default()
+        };
 
-        let mut mine = artifacts_in(&self.dir, &self.fingerprint.to_hex())?;
+        let (mut mine, unloadable): (Vec<Listed>, Vec<Listed>) =
+            artifacts_in(&self.dir, &self.fingerprint.to_hex())?
+                .into_iter()
+                .partition(Listed::loadable);
+        for junk in unloadable {
+            tracing::info!(code_hash = %junk.hash, kind = %junk.kind, size = junk.size, "removing an entry with an artifact's name that cannot be loaded");
+            self.remove_unused(&junk, &mut report)?;
+        }
         // Least recently used first.
-        mine.sort_by_key(|(_, m)| last_used(m));
-        let mut total: u64 = mine.iter().map(|(_, m)| m.len()).sum();
+        mine.sort_by_key(|a| a.last_used);
+        let mut total: u64 = mine.iter().map(|a| a.size).sum();
         let now = SystemTime::now();
-        for (hash, meta) in mine {
-            let idle = last_used(&meta)
+        for artifact in mine {
+            let idle = artifact
+                .last_used
                 .and_then(|t| now.duration_since(t).ok())
                 .unwrap_or_default();
             let too_old = policy.max_idle.is_some_and(|max| idle > max);
@@ -144,19 +206,35 @@ impl ArtifactStore {
             if !too_old && !over_budget {
                 continue;
             }
-            match locks::try_lock(&self.dir, &hash.lock_name(), Mode::Exclusive) {
-                Ok(Some(_lock)) => {
-                    self.remove(&hash)?;
-                    let _ = self.dir.remove_file(hash.lock_name());
-                    total -= meta.len();
-                    report.freed_bytes += meta.len();
-                    report.removed_artifacts.push(hash);
-                }
-                Ok(None) => report.skipped_in_use.push(hash),
-                Err(e) => return Err(StoreError::io(format!("lock {}", hash.lock_name()), e)),
+            if self.remove_unused(&artifact, &mut report)? {
+                total -= artifact.size;
             }
         }
         Ok(report)
+    }
+
+    /// Removes `artifact` unless another process holds its key's lock; records what happened.
+    /// Whether it was removed.
+    fn remove_unused(
+        &self,
+        artifact: &Listed,
+        report: &mut PruneReport,
+    ) -> Result<bool, StoreError> {
+        let hash = artifact.hash;
+        match locks::try_lock(&self.dir, &hash.lock_name(), Mode::Exclusive) {
+            Ok(Some(_lock)) => {
+                self.remove(&hash)?;
+                let _ = self.dir.remove_file(hash.lock_name());
+                report.freed_bytes += artifact.disk;
+                report.removed_artifacts.push(hash);
+                Ok(true)
+            }
+            Ok(None) => {
+                report.skipped_in_use.push(hash);
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::io(format!("lock {}", hash.lock_name()), e)),
+        }
     }
 
     /// Removes the directories of other fingerprints whose `.in-use` no live process holds.
@@ -169,10 +247,12 @@ impl ArtifactStore {
             if fp == current {
                 continue;
             }
-            let dir = match self.root.open_dir(&fp) {
+            let dir = match entry::open_dir(&self.root, &fp) {
                 Ok(dir) => dir,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io(format!("open directory {fp}"), e)),
+                Err(OpenError::NotFound | OpenError::WrongKind(_)) => continue,
+                Err(OpenError::Io(e)) => {
+                    return Err(StoreError::io(format!("open directory {fp}"), e));
+                }
             };
             let Some(_unused) = locks::try_lock(&dir, IN_USE, Mode::Exclusive)
                 .map_err(|e| StoreError::io(format!("lock {fp}/{IN_USE}"), e))?
@@ -180,7 +260,7 @@ impl ArtifactStore {
                 tracing::debug!(fingerprint = %fp, "another live process uses this environment; kept");
                 continue;
             };
-            let bytes: u64 = artifacts_in(&dir, &fp)?.iter().map(|(_, m)| m.len()).sum();
+            let bytes: u64 = artifacts_in(&dir, &fp)?.iter().map(|a| a.disk).sum();
             self.root
                 .remove_dir_all(&fp)
                 .map_err(|e| StoreError::io(format!("remove directory {fp}"), e))?;
@@ -191,15 +271,16 @@ impl ArtifactStore {
         Ok((removed, freed))
     }
 
-    /// Removes `.tmp-*` files whose writing process is gone.
+    /// Removes `.tmp-*` entries whose writing process is gone, whatever their type. One that
+    /// cannot be removed is left with a warning: it costs disk space, not correctness.
     pub(super) fn remove_stale_temporaries(&self) -> Result<(), StoreError> {
         let entries = self
             .dir
             .entries()
             .map_err(|e| StoreError::io("list the fingerprint directory", e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io("list the fingerprint directory", e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for item in entries {
+            let item = item.map_err(|e| StoreError::io("list the fingerprint directory", e))?;
+            let name = item.file_name().to_string_lossy().into_owned();
             let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
                 continue;
             };
@@ -210,10 +291,8 @@ impl ArtifactStore {
                 .is_some_and(process_alive);
             if !writer_alive {
                 tracing::info!(file = %name, "removing a temporary file left by a dead writer");
-                match self.dir.remove_file(&name) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io(format!("remove {name}"), e)),
+                if let Err(e) = entry::remove(&self.dir, &name) {
+                    tracing::warn!(file = %name, error = %e, "cannot remove a dead writer's temporary file");
                 }
             }
         }
@@ -231,11 +310,8 @@ pub(super) fn still_there(root: &Dir, name: &str, dir: &Dir) -> bool {
 
 /// Records a use of the artifact open as `file`: refreshes its modification time when older
 /// than [`LAST_USE_GRANULARITY`]. Best effort (a read-only store keeps the old time).
-pub(super) fn note_use(file: &File, stat: &rustix::fs::Stat) {
-    let modified = Duration::new(
-        stat.st_mtime.max(0) as u64,
-        stat.st_mtime_nsec.clamp(0, 999_999_999) as u32,
-    );
+pub(super) fn note_use(file: &File, stat: &Stat) {
+    let modified = mtime(stat);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -257,20 +333,24 @@ pub(super) fn note_use(file: &File, stat: &rustix::fs::Stat) {
     }
 }
 
-fn last_used(meta: &Metadata) -> Option<SystemTime> {
-    meta.modified().ok().map(|t| t.into_std())
+/// The modification time of `stat`, since the Unix epoch (0 for times before it).
+fn mtime(stat: &Stat) -> Duration {
+    Duration::new(
+        stat.st_mtime.max(0) as u64,
+        stat.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
-/// Names of `root`'s subdirectories that look like fingerprints.
+/// Names of `root`'s subdirectories that look like fingerprints (symlinks are not followed).
 fn fingerprint_dirs(root: &Dir) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     let entries = root
         .entries()
         .map_err(|e| StoreError::io("list the store root", e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io("list the store root", e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if parse_hex32(&name).is_some() && entry.file_type().is_ok_and(|t| t.is_dir()) {
+    for item in entries {
+        let item = item.map_err(|e| StoreError::io("list the store root", e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if parse_hex32(&name).is_some() && item.file_type().is_ok_and(|t| t.is_dir()) {
             out.push(name);
         }
     }
@@ -292,26 +372,31 @@ fn process_alive(pid: i32) -> bool {
     }
 }
 
-/// The artifacts (by name) in `dir`, with their metadata.
-fn artifacts_in(dir: &Dir, what: &str) -> Result<Vec<(CodeHash, Metadata)>, StoreError> {
+/// Every entry of `dir` with an artifact's name, whatever its type, as `lstat` sees it.
+fn artifacts_in(dir: &Dir, what: &str) -> Result<Vec<Listed>, StoreError> {
     let mut out = Vec::new();
     let entries = dir
         .entries()
         .map_err(|e| StoreError::io(format!("list directory {what}"), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io(format!("list directory {what}"), e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for item in entries {
+        let item = item.map_err(|e| StoreError::io(format!("list directory {what}"), e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
         let Some(hash) = name
             .strip_suffix(ARTIFACT_SUFFIX)
             .and_then(|h| h.parse::<CodeHash>().ok())
         else {
             continue;
         };
-        match entry.metadata() {
-            Ok(meta) if meta.is_file() => out.push((hash, meta)),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(format!("stat {name}"), e)),
+        match entry::lstat(dir, &name) {
+            Ok(Some(stat)) => out.push(Listed {
+                hash,
+                kind: EntryKind::of(&stat),
+                size: entry::file_size(&stat),
+                disk: entry::freed_by_removal(&stat),
+                last_used: SystemTime::UNIX_EPOCH.checked_add(mtime(&stat)),
+            }),
+            Ok(None) => {}
+            Err(e) => return Err(StoreError::io(format!("stat {what}/{name}"), e)),
         }
     }
     Ok(out)

@@ -24,6 +24,7 @@ pub async fn cache_command(out: &Output, service: &ValidationService, cmd: Cache
                             "current": a.current,
                             "size": a.size,
                             "last_used_unix": a.last_used.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+                            "kind": a.kind.as_str(),
                         })
                     })
                     .collect();
