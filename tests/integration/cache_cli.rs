@@ -5,6 +5,8 @@
 use crate::common::*;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 const ADDER_PARAMS: &str = r#"{"parent_head": "0x0500000000000000", "block_data": "0700000000000000", "relay_parent_number": 7}"#;
 
 /// Prepares `guest` into `store` with the CLI; returns its code hash.
@@ -81,4 +83,36 @@ fn cache_commands_see_and_heal_a_bad_entry_at_an_artifact_path() {
         assert!(!entry_exists(&path), "{bad:?}: removed by prune");
         bad.assert_outside_untouched(outside.path());
     }
+}
+
+/// `cache prune` reports the entries it kept in another environment's directory.
+#[test]
+fn cache_prune_reports_what_it_kept() {
+    let dir = store_dir();
+    prepare(dir.path(), "adder");
+    let foreign = dir.path().join("cd".repeat(32));
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
+    std::fs::write(foreign.join(format!("{}.lock", "1".repeat(64))), b"").unwrap();
+    let (code, pruned, _) = run_json(pvf(dir.path()).args(["cache", "prune"]));
+    assert_eq!(code, 0, "{pruned}");
+    assert_eq!(
+        pruned["kept_foreign"],
+        Value::from(vec![format!("{}/notes.txt", "cd".repeat(32))])
+    );
+    assert_eq!(
+        pruned["removed_fingerprints"],
+        Value::from(Vec::<String>::new())
+    );
+    assert!(foreign.join("notes.txt").exists());
+    assert!(!foreign.join(format!("{}.lock", "1".repeat(64))).exists());
+    let out = run(pvf(dir.path()).args(["cache", "prune"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "kept what the store did not write: {}/notes.txt",
+            "cd".repeat(32)
+        )),
+        "{stdout}"
+    );
 }

@@ -1,6 +1,11 @@
 //! Keeping the store tidy: listing, pruning (least recently used first, time-to-live), removing
-//! other environments' directories and dead writers' temporary files, and last-use tracking.
-//! Every entry with an artifact's name is seen, whatever its type; symlinks are never followed.
+//! the store's own entries from other environments' directories and dead writers' temporary
+//! files, and last-use tracking.
+//!
+//! The store deletes only what it wrote: entries with its own names (`<code-hash>.artifact`,
+//! `<code-hash>.lock`, `.in-use`, `.tmp-*`), whatever their type, and then a directory that is
+//! left empty. Anything else in another environment's directory stays and is reported
+//! ([`PruneReport::kept_foreign`], and one warning per directory). Symlinks are never followed.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,8 +17,8 @@ use rustix::fs::{
 use super::entry::{self, EntryKind, OpenError};
 use super::locks::{self, Mode};
 use super::{
-    ARTIFACT_SUFFIX, ArtifactStore, CodeHash, IN_USE, LAST_USE_GRANULARITY, MAX_ARTIFACT_BYTES,
-    TMP_PREFIX, parse_hex32,
+    ARTIFACT_SUFFIX, ArtifactStore, CodeHash, IN_USE, LAST_USE_GRANULARITY, LOCK_SUFFIX,
+    MAX_ARTIFACT_BYTES, TMP_PREFIX, parse_hex32,
 };
 use crate::error::StoreError;
 
@@ -88,13 +93,24 @@ pub struct PruneReport {
     /// the policy dropped, and entries that could never be loaded (not a regular file, or
     /// larger than [`MAX_ARTIFACT_BYTES`]), which are removed whatever the policy.
     pub removed_artifacts: Vec<CodeHash>,
-    /// Directories of other fingerprints removed whole.
+    /// Directories of other fingerprints removed (they held only the store's own entries).
     pub removed_fingerprints: Vec<String>,
     /// Artifacts that qualified for removal but were in use (kept).
     pub skipped_in_use: Vec<CodeHash>,
     /// Bytes freed: the disk space of the regular files removed (a sparse file counts what it
     /// occupies, not its length).
     pub freed_bytes: u64,
+    /// Entries the store did not write, found in other fingerprints' directories and kept
+    /// (with their directory, which is kept too), as `<fingerprint>/<name>`.
+    pub kept_foreign: Vec<String>,
+}
+
+/// What cleaning other fingerprints' directories did.
+#[derive(Debug, Default)]
+pub(super) struct OthersCleaned {
+    pub(super) removed: Vec<String>,
+    pub(super) freed: u64,
+    pub(super) kept_foreign: Vec<String>,
 }
 
 /// An entry with an artifact's name, as `lstat` saw it.
@@ -167,8 +183,9 @@ impl ArtifactStore {
 
     /// Prunes the store:
     ///
-    /// 1. removes the directories of other fingerprints that no live process uses (their
-    ///    artifacts can never be used here);
+    /// 1. removes the store's own entries from the directories of other fingerprints that no
+    ///    live process uses (their artifacts can never be used here), and each directory left
+    ///    empty; anything else stays, reported in [`PruneReport::kept_foreign`];
     /// 2. removes entries with an artifact's name that can never be loaded (not a regular file,
     ///    or larger than [`MAX_ARTIFACT_BYTES`]);
     /// 3. removes this fingerprint's artifacts unused for longer than the policy's idle time;
@@ -177,10 +194,11 @@ impl ArtifactStore {
     /// Never removes an artifact that another process is preparing or loading (it is reported
     /// in `skipped_in_use`); removal is atomic per file.
     pub fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport, StoreError> {
-        let (removed_fingerprints, freed_bytes) = self.remove_other_fingerprints()?;
+        let others = self.remove_other_fingerprints()?;
         let mut report = PruneReport {
-            removed_fingerprints,
-            freed_bytes,
+            removed_fingerprints: others.removed,
+            freed_bytes: others.freed,
+            kept_foreign: others.kept_foreign,
             ..PruneReport::default()
         };
 
@@ -237,38 +255,92 @@ impl ArtifactStore {
         }
     }
 
-    /// Removes the directories of other fingerprints whose `.in-use` no live process holds.
-    /// Returns their names and the bytes their artifacts took.
-    pub(super) fn remove_other_fingerprints(&self) -> Result<(Vec<String>, u64), StoreError> {
+    /// Cleans the directories of other fingerprints whose `.in-use` no live process holds:
+    /// removes the entries with the store's own names, then each directory left empty. Entries
+    /// the store did not write are kept, with their directory, and named in one warning per
+    /// directory. A directory that cannot be cleaned is skipped with a warning.
+    pub(super) fn remove_other_fingerprints(&self) -> Result<OthersCleaned, StoreError> {
         let current = self.fingerprint.to_hex();
-        let mut removed = Vec::new();
-        let mut freed = 0;
+        let mut cleaned = OthersCleaned::default();
         for fp in fingerprint_dirs(&self.root)? {
             if fp == current {
                 continue;
             }
-            let dir = match entry::open_dir(&self.root, &fp) {
-                Ok(dir) => dir,
-                Err(OpenError::NotFound | OpenError::WrongKind(_)) => continue,
-                Err(OpenError::Io(e)) => {
-                    return Err(StoreError::io(format!("open directory {fp}"), e));
-                }
-            };
-            let Some(_unused) = locks::try_lock(&dir, IN_USE, Mode::Exclusive)
-                .map_err(|e| StoreError::io(format!("lock {fp}/{IN_USE}"), e))?
-            else {
-                tracing::debug!(fingerprint = %fp, "another live process uses this environment; kept");
-                continue;
-            };
-            let bytes: u64 = artifacts_in(&dir, &fp)?.iter().map(|a| a.disk).sum();
-            self.root
-                .remove_dir_all(&fp)
-                .map_err(|e| StoreError::io(format!("remove directory {fp}"), e))?;
-            tracing::info!(fingerprint = %fp, bytes, "removed another environment's artifacts");
-            freed += bytes;
-            removed.push(fp);
+            if let Err(e) = self.clean_other_fingerprint(&fp, &mut cleaned) {
+                tracing::warn!(fingerprint = %fp, error = %e, "could not clean another environment's directory");
+            }
         }
-        Ok((removed, freed))
+        Ok(cleaned)
+    }
+
+    fn clean_other_fingerprint(
+        &self,
+        fp: &str,
+        cleaned: &mut OthersCleaned,
+    ) -> Result<(), StoreError> {
+        let dir = match entry::open_dir(&self.root, fp) {
+            Ok(dir) => dir,
+            // Gone, or replaced by something that is not a directory (not ours to touch).
+            Err(OpenError::NotFound | OpenError::WrongKind(_)) => return Ok(()),
+            Err(OpenError::Io(e)) => return Err(StoreError::io(format!("open directory {fp}"), e)),
+        };
+        let Some(unused) = locks::try_lock(&dir, IN_USE, Mode::Exclusive)
+            .map_err(|e| StoreError::io(format!("lock {fp}/{IN_USE}"), e))?
+        else {
+            tracing::debug!(fingerprint = %fp, "another live process uses this environment; kept");
+            return Ok(());
+        };
+        let mut kept = Vec::new();
+        let mut freed = 0;
+        let entries = dir
+            .entries()
+            .map_err(|e| StoreError::io(format!("list directory {fp}"), e))?;
+        for item in entries {
+            let item = item.map_err(|e| StoreError::io(format!("list directory {fp}"), e))?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name == IN_USE {
+                continue;
+            }
+            if !is_store_name(&name) {
+                kept.push(format!("{fp}/{name}"));
+                continue;
+            }
+            // No live process uses this directory (we hold `.in-use`): even temporaries are
+            // left-overs.
+            let size = entry::lstat(&dir, &name)
+                .map_err(|e| StoreError::io(format!("stat {fp}/{name}"), e))?
+                .map_or(0, |stat| entry::freed_by_removal(&stat));
+            entry::remove(&dir, &name)
+                .map_err(|e| StoreError::io(format!("remove {fp}/{name}"), e))?;
+            freed += size;
+        }
+        // Our marker goes last, while we still hold it; then the directory, if nothing is left.
+        entry::remove(&dir, IN_USE)
+            .map_err(|e| StoreError::io(format!("remove {fp}/{IN_USE}"), e))?;
+        drop(unused);
+        cleaned.freed += freed;
+        if kept.is_empty() {
+            match self.root.remove_dir(fp) {
+                Ok(()) => {
+                    tracing::info!(fingerprint = %fp, bytes = freed, "removed another environment's artifacts");
+                    cleaned.removed.push(fp.to_string());
+                }
+                // Someone started using it meanwhile (or it is already gone): leave it.
+                Err(e) => {
+                    tracing::debug!(fingerprint = %fp, error = %e, "kept another environment's directory")
+                }
+            }
+        } else {
+            kept.sort();
+            tracing::warn!(
+                fingerprint = %fp,
+                freed_bytes = freed,
+                kept = ?kept,
+                "kept another environment's directory: it holds entries the store did not write"
+            );
+            cleaned.kept_foreign.extend(kept);
+        }
+        Ok(())
     }
 
     /// Removes `.tmp-*` entries whose writing process is gone, whatever their type. One that
@@ -298,6 +370,16 @@ impl ArtifactStore {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is one the store gives its entries in a fingerprint directory.
+fn is_store_name(name: &str) -> bool {
+    name == IN_USE
+        || name.starts_with(TMP_PREFIX)
+        || [ARTIFACT_SUFFIX, LOCK_SUFFIX].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|hash| parse_hex32(hash).is_some())
+        })
 }
 
 /// Whether `name` in `root` is still the directory `dir` is open on.

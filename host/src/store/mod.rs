@@ -203,8 +203,8 @@ impl ArtifactStore {
     /// Opens the store below `root` for `fingerprint`: creates the fingerprint's directory if
     /// needed (replacing anything else that has its name: a file, FIFO or symlink), marks it in
     /// use, removes temporary files left there by writers that are no longer running and (unless
-    /// [`StoreOptions::keep_other_fingerprints`]) removes the directories of other fingerprints
-    /// that no live process uses.
+    /// [`StoreOptions::keep_other_fingerprints`]) the store's own entries in the directories of
+    /// other fingerprints that no live process uses.
     pub fn open(
         root: Dir,
         fingerprint: EnvFingerprint,

@@ -101,21 +101,29 @@ pub async fn cache_command(out: &Output, service: &ValidationService, cmd: Cache
 async fn prune(out: &Output, service: &ValidationService, policy: PrunePolicy) -> u8 {
     match service.prune(policy).await {
         Ok(r) => {
+            let mut human = format!(
+                "removed {} artifacts and {} stale environment directories, freed {} bytes",
+                r.removed_artifacts.len(),
+                r.removed_fingerprints.len(),
+                r.freed_bytes
+            );
+            if !r.kept_foreign.is_empty() {
+                human.push_str(&format!(
+                    "\nkept what the store did not write: {}",
+                    r.kept_foreign.join(", ")
+                ));
+            }
             out.emit(
-                    json!({
-                        "removed_artifacts": r.removed_artifacts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-                        "removed_fingerprints": r.removed_fingerprints,
-                        "skipped_in_use": r.skipped_in_use.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-                        "freed_bytes": r.freed_bytes,
-                    }),
-                    &format!(
-                        "removed {} artifacts and {} stale environment directories, freed {} bytes",
-                        r.removed_artifacts.len(),
-                        r.removed_fingerprints.len(),
-                        r.freed_bytes
-                    ),
-                    None,
-                );
+                json!({
+                    "removed_artifacts": r.removed_artifacts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                    "removed_fingerprints": r.removed_fingerprints,
+                    "skipped_in_use": r.skipped_in_use.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                    "freed_bytes": r.freed_bytes,
+                    "kept_foreign": r.kept_foreign,
+                }),
+                &human,
+                None,
+            );
             EXIT_OK
         }
         Err(e) => store_failure(out, &e),
