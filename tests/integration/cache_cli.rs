@@ -1,11 +1,13 @@
-//! `pvf cache list | verify | prune` run as real processes: hostile entries in the store seen
-//! and healed by the cache commands. Every process has a deadline
+//! `pvf cache list | verify | prune` run as real processes: the table `list` prints, and hostile
+//! entries in the store healed by the cache commands. Every process has a deadline
 //! ([`run`]): a command that blocks fails the test instead of hanging it.
 
-use crate::common::*;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+use crate::common::*;
 
 const ADDER_PARAMS: &str = r#"{"parent_head": "0x0500000000000000", "block_data": "0700000000000000", "relay_parent_number": 7}"#;
 
@@ -20,6 +22,158 @@ fn prepare(store: &Path, guest: &str) -> String {
 fn fingerprint_dir(store: &Path) -> PathBuf {
     let (_, list, _) = run_json(pvf(store).args(["cache", "list"]));
     store.join(list["fingerprint"].as_str().unwrap())
+}
+
+/// The rows of `pvf cache list`'s table, each cut into cells at the header's column starts.
+fn table(store: &Path) -> (String, Vec<Vec<String>>) {
+    let out = run(pvf(store).args(["cache", "list"]));
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    let header = lines.next().expect("a header line").to_string();
+    let starts: Vec<usize> = ["CODE HASH", "ENVIRONMENT", "SIZE", "LAST USED", "STATE"]
+        .iter()
+        .map(|column| {
+            header
+                .find(column)
+                .unwrap_or_else(|| panic!("{column} in {header:?}"))
+        })
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{header}");
+    let rows = lines
+        .map(|line| {
+            (0..starts.len())
+                .map(|i| {
+                    let end = starts.get(i + 1).copied().unwrap_or(line.len());
+                    line[starts[i]..end].trim().to_string()
+                })
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn cache_list_prints_a_header_and_a_row_per_entry() {
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let outside = store_dir();
+    let adder = prepare(&store, "adder");
+    let undying = prepare(&store, "undying");
+    let fp_dir = fingerprint_dir(&store);
+    let fp = fp_dir.file_name().unwrap().to_string_lossy().into_owned();
+    // adder last used 3 hours ago.
+    std::fs::File::options()
+        .write(true)
+        .open(fp_dir.join(format!("{adder}.artifact")))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3 * 3600 + 60))
+        .unwrap();
+    // Another environment's artifact, and a FIFO with an artifact's name.
+    let other = pvf_host::EnvFingerprint::from_parts(
+        &wasmtime::Engine::default(),
+        b"another build",
+        "cpu",
+        "kernel",
+    );
+    {
+        let root =
+            cap_std::fs::Dir::open_ambient_dir(&store, cap_std::ambient_authority()).unwrap();
+        pvf_host::ValidationHost::with_fingerprint(
+            root,
+            test_config().keep_other_fingerprints(true),
+            other,
+        )
+        .unwrap()
+        .prepare(&guest("reject"))
+        .unwrap();
+    }
+    let fifo = "f".repeat(64);
+    BadEntry::Fifo.plant(&fp_dir.join(format!("{fifo}.artifact")), outside.path());
+
+    let (header, rows) = table(&store);
+    assert!(header.starts_with("CODE HASH"), "{header}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let row = |hash: &str| {
+        rows.iter()
+            .find(|r| r[0] == hash)
+            .unwrap_or_else(|| panic!("{hash} in {rows:?}"))
+    };
+    let current = format!("{} (current)", &fp[..12]);
+    let adder_row = row(&adder);
+    assert_eq!(adder_row[1], current);
+    assert!(adder_row[2].ends_with(" kB"), "{adder_row:?}");
+    assert_eq!(adder_row[3], "3 hours ago");
+    assert_eq!(adder_row[4], "ready");
+    let undying_row = row(&undying);
+    assert!(
+        undying_row[3] == "less than a second ago" || undying_row[3].ends_with("seconds ago"),
+        "{undying_row:?}"
+    );
+    assert_eq!(
+        row(&fifo)[1..],
+        [
+            current.clone(),
+            "0 B".into(),
+            row(&fifo)[3].clone(),
+            "bad: fifo".into()
+        ]
+    );
+    let reject = pvf_host::CodeHash::of(&guest("reject")).to_string();
+    assert_eq!(row(&reject)[1], other.to_hex()[..12]);
+    assert_eq!(row(&reject)[4], "stale");
+    // This environment's entries first.
+    assert_eq!(rows[3][0], reject, "{rows:?}");
+
+    // The JSON keeps its fields (scripts rely on them) and adds the kind and state.
+    let (code, list, _) = run_json(pvf(&store).args(["cache", "list"]));
+    assert_eq!(code, 0);
+    let artifacts = list["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts.len(), 4);
+    for a in artifacts {
+        let mut keys: Vec<&str> = a.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "code_hash",
+                "current",
+                "fingerprint",
+                "kind",
+                "last_used_unix",
+                "size",
+                "state"
+            ]
+        );
+    }
+    let entry = |hash: &str| artifacts.iter().find(|a| a["code_hash"] == hash).unwrap();
+    let three_hours_ago = (SystemTime::now() - Duration::from_secs(3 * 3600 + 60))
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        entry(&adder)["last_used_unix"]
+            .as_u64()
+            .unwrap()
+            .abs_diff(three_hours_ago)
+            < 60
+    );
+    assert_eq!(entry(&adder)["current"], true);
+    assert_eq!(entry(&adder)["fingerprint"], fp.as_str());
+    assert_eq!(entry(&adder)["kind"], "file");
+    assert!(entry(&adder)["size"].as_u64().unwrap() > 1000);
+    assert_eq!(entry(&fifo)["kind"], "fifo");
+    assert_eq!(entry(&fifo)["state"], "bad: fifo");
+    assert_eq!(entry(&reject)["current"], false);
+    assert_eq!(entry(&reject)["state"], "stale");
+}
+
+#[test]
+fn cache_list_of_an_empty_store_prints_the_header() {
+    let dir = store_dir();
+    let (header, rows) = table(dir.path());
+    assert!(header.starts_with("CODE HASH"), "{header}");
+    assert!(rows.is_empty(), "{rows:?}");
 }
 
 /// A FIFO, directory, symlink, socket, 50 GB sparse file or file just over the maximum at an
@@ -41,6 +195,10 @@ fn cache_commands_see_and_heal_a_bad_entry_at_an_artifact_path() {
         let listed = &list["artifacts"][0];
         assert_eq!(listed["code_hash"], hash.as_str(), "{bad:?}: {list}");
         assert_eq!(listed["kind"], bad.kind(), "{bad:?}: {list}");
+        assert!(
+            listed["state"].as_str().unwrap().starts_with("bad: "),
+            "{bad:?}: {list}"
+        );
 
         let (code, v, stderr) = run_json(
             pvf(&store)
