@@ -7,6 +7,7 @@
 //! left empty. Anything else in another environment's directory stays and is reported
 //! ([`PruneReport::kept_foreign`], and one warning per directory). Symlinks are never followed.
 
+use std::ffi::OsString;
 use std::time::{Duration, SystemTime};
 
 use cap_std::fs::{Dir, File};
@@ -292,25 +293,21 @@ impl ArtifactStore {
         };
         let mut kept = Vec::new();
         let mut freed = 0;
-        let entries = dir
-            .entries()
-            .map_err(|e| StoreError::io(format!("list directory {fp}"), e))?;
-        for item in entries {
-            let item = item.map_err(|e| StoreError::io(format!("list directory {fp}"), e))?;
-            let name = item.file_name().to_string_lossy().into_owned();
-            if name == IN_USE {
+        for name in names_in(&dir, fp)? {
+            // A name that is not UTF-8 is never one of the store's.
+            let Some(name) = name.to_str().filter(|name| is_store_name(name)) else {
+                kept.push(format!("{fp}/{}", name.to_string_lossy()));
                 continue;
-            }
-            if !is_store_name(&name) {
-                kept.push(format!("{fp}/{name}"));
+            };
+            if name == IN_USE {
                 continue;
             }
             // No live process uses this directory (we hold `.in-use`): even temporaries are
             // left-overs.
-            let size = entry::lstat(&dir, &name)
+            let size = entry::lstat(&dir, name)
                 .map_err(|e| StoreError::io(format!("stat {fp}/{name}"), e))?
                 .map_or(0, |stat| entry::freed_by_removal(&stat));
-            entry::remove(&dir, &name)
+            entry::remove(&dir, name)
                 .map_err(|e| StoreError::io(format!("remove {fp}/{name}"), e))?;
             freed += size;
         }
@@ -346,13 +343,8 @@ impl ArtifactStore {
     /// Removes `.tmp-*` entries whose writing process is gone, whatever their type. One that
     /// cannot be removed is left with a warning: it costs disk space, not correctness.
     pub(super) fn remove_stale_temporaries(&self) -> Result<(), StoreError> {
-        let entries = self
-            .dir
-            .entries()
-            .map_err(|e| StoreError::io("list the fingerprint directory", e))?;
-        for item in entries {
-            let item = item.map_err(|e| StoreError::io("list the fingerprint directory", e))?;
-            let name = item.file_name().to_string_lossy().into_owned();
+        for name in names_in(&self.dir, &self.fingerprint.to_hex())? {
+            let Some(name) = name.to_str() else { continue };
             let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
                 continue;
             };
@@ -363,7 +355,7 @@ impl ArtifactStore {
                 .is_some_and(process_alive);
             if !writer_alive {
                 tracing::info!(file = %name, "removing a temporary file left by a dead writer");
-                if let Err(e) = entry::remove(&self.dir, &name) {
+                if let Err(e) = entry::remove(&self.dir, name) {
                     tracing::warn!(file = %name, error = %e, "cannot remove a dead writer's temporary file");
                 }
             }
@@ -457,19 +449,15 @@ fn process_alive(pid: i32) -> bool {
 /// Every entry of `dir` with an artifact's name, whatever its type, as `lstat` sees it.
 fn artifacts_in(dir: &Dir, what: &str) -> Result<Vec<Listed>, StoreError> {
     let mut out = Vec::new();
-    let entries = dir
-        .entries()
-        .map_err(|e| StoreError::io(format!("list directory {what}"), e))?;
-    for item in entries {
-        let item = item.map_err(|e| StoreError::io(format!("list directory {what}"), e))?;
-        let name = item.file_name().to_string_lossy().into_owned();
+    for name in names_in(dir, what)? {
+        let Some(name) = name.to_str() else { continue };
         let Some(hash) = name
             .strip_suffix(ARTIFACT_SUFFIX)
             .and_then(|h| h.parse::<CodeHash>().ok())
         else {
             continue;
         };
-        match entry::lstat(dir, &name) {
+        match entry::lstat(dir, name) {
             Ok(Some(stat)) => out.push(Listed {
                 hash,
                 kind: EntryKind::of(&stat),
@@ -482,4 +470,13 @@ fn artifacts_in(dir: &Dir, what: &str) -> Result<Vec<Listed>, StoreError> {
         }
     }
     Ok(out)
+}
+
+/// The names of `dir`'s entries (`what` names the directory in errors).
+fn names_in(dir: &Dir, what: &str) -> Result<Vec<OsString>, StoreError> {
+    let list = |e| StoreError::io(format!("list directory {what}"), e);
+    dir.entries()
+        .map_err(list)?
+        .map(|item| item.map(|item| item.file_name()).map_err(list))
+        .collect()
 }
