@@ -472,7 +472,10 @@ impl ValidationHost {
     }
 
     /// Verifies every artifact of this fingerprint: checks its checksum, constructs and links
-    /// it, and removes the bad ones.
+    /// it, and removes the bad ones. Every entry with an artifact's name is checked whatever it
+    /// is: one that is not a regular file, or is larger than
+    /// [`MAX_ARTIFACT_BYTES`](crate::MAX_ARTIFACT_BYTES), is bad (and never read) and removed
+    /// (a directory with its contents, a symlink itself).
     pub fn verify_store(&self) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
         for hash in self.store.hashes()? {

@@ -66,7 +66,7 @@ pub use service::{
     RetryPolicy, ServiceConfig, ShutdownReport, ValidationService,
 };
 pub use store::{
-    ArtifactInfo, ArtifactStore, CodeHash, LAST_USE_GRANULARITY, PrunePolicy, PruneReport,
-    StoreOptions,
+    ArtifactInfo, ArtifactStore, CodeHash, EntryKind, LAST_USE_GRANULARITY, MAX_ARTIFACT_BYTES,
+    PrunePolicy, PruneReport, StoreOptions,
 };
 pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};

@@ -130,3 +130,134 @@ pub fn write_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     std::fs::write(&path, bytes).expect("write file");
     path
 }
+
+/// Runs `f` on its own thread and returns its result, failing the test if it takes longer than
+/// `limit`: a regression that blocks (e.g. opening a FIFO) fails instead of hanging CI. The
+/// stuck thread is left behind; the test process ends anyway.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {limit:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
+
+/// Something that is not a good store file, put where one should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadEntry {
+    /// A named pipe: a blocking open of it waits for a writer forever.
+    Fifo,
+    /// A directory holding a file.
+    Directory,
+    /// A symlink to a file outside the store.
+    Symlink,
+    /// A Unix domain socket.
+    Socket,
+    /// A sparse file of 50 GB: reading it whole needs 50 GB of memory.
+    Sparse50G,
+    /// A sparse file one byte over the store's maximum artifact size.
+    JustOverMax,
+}
+
+impl BadEntry {
+    /// Every kind, for tests over an artifact's path.
+    pub const ALL: [BadEntry; 6] = [
+        BadEntry::Fifo,
+        BadEntry::Directory,
+        BadEntry::Symlink,
+        BadEntry::Socket,
+        BadEntry::Sparse50G,
+        BadEntry::JustOverMax,
+    ];
+
+    /// The kinds that are not regular files.
+    pub const NOT_FILES: [BadEntry; 4] = [
+        BadEntry::Fifo,
+        BadEntry::Directory,
+        BadEntry::Symlink,
+        BadEntry::Socket,
+    ];
+
+    /// The kind `pvf cache list` reports for it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            BadEntry::Fifo => "fifo",
+            BadEntry::Directory => "directory",
+            BadEntry::Symlink => "symlink",
+            BadEntry::Socket => "socket",
+            BadEntry::Sparse50G | BadEntry::JustOverMax => "file",
+        }
+    }
+
+    /// Replaces whatever is at `path` with this bad entry. `outside` is a directory outside the
+    /// store (the symlink's target goes there; the socket is bound there first, since a socket's
+    /// path must be short).
+    pub fn plant(self, path: &Path, outside: &Path) {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if meta.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        match self {
+            BadEntry::Fifo => rustix::fs::mknodat(
+                rustix::fs::CWD,
+                path,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o644),
+                0,
+            )
+            .unwrap(),
+            BadEntry::Directory => {
+                std::fs::create_dir(path).unwrap();
+                std::fs::write(path.join("inside"), b"x").unwrap();
+            }
+            BadEntry::Symlink => {
+                let target = outside.join("symlink-target");
+                std::fs::write(&target, b"outside the store").unwrap();
+                std::os::unix::fs::symlink(&target, path).unwrap();
+            }
+            BadEntry::Socket => {
+                let short = outside.join("s");
+                let _ = std::fs::remove_file(&short);
+                drop(std::os::unix::net::UnixListener::bind(&short).unwrap());
+                std::fs::rename(&short, path).unwrap();
+            }
+            BadEntry::Sparse50G => std::fs::File::create(path)
+                .unwrap()
+                .set_len(50 << 30)
+                .unwrap(),
+            BadEntry::JustOverMax => std::fs::File::create(path)
+                .unwrap()
+                .set_len(pvf_host::MAX_ARTIFACT_BYTES + 1)
+                .unwrap(),
+        }
+    }
+
+    /// Asserts the symlink's target outside the store (if any) is untouched.
+    pub fn assert_outside_untouched(self, outside: &Path) {
+        if self == BadEntry::Symlink {
+            assert_eq!(
+                std::fs::read(outside.join("symlink-target")).unwrap(),
+                b"outside the store",
+                "the symlink's target outside the store is untouched"
+            );
+        }
+    }
+}
+
+/// Whether something (anything, a dangling symlink included) is at `path`.
+pub fn entry_exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}

@@ -189,9 +189,10 @@ fn garbage_in_the_store_is_ignored_or_repaired() {
             .iter()
             .any(|a| a.code_hash == pvf_host::CodeHash::of(&code))
     );
-    // The fake artifact is found bad by verify and removed; the real one stays.
+    // The fake artifact and the directory with an artifact's name are found bad by verify and
+    // removed; the real one stays.
     let report = host.verify_store().expect("verify");
-    assert_eq!(report.bad.len(), 1, "{report:?}");
+    assert_eq!(report.bad.len(), 2, "{report:?}");
     assert!(report.bad.iter().all(|(_, _, removed)| *removed));
     check_valid(
         host.validate(&code, &adder_params(1, 2)),

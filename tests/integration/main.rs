@@ -2,6 +2,7 @@
 //! on a temporary directory, and the real `pvf` binary. One binary, a module per topic.
 
 mod bad_conditions;
+mod cache_cli;
 mod cli;
 mod common;
 mod fault_injection;

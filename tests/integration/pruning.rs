@@ -175,3 +175,135 @@ fn other_environments_are_removed_at_open_unless_live_or_kept() {
         CacheStatus::Miss
     );
 }
+
+/// A directory named like another environment's fingerprint: the store removes only the entries
+/// with its own names (artifacts, locks, `.in-use`, temporaries, whatever their type; a symlink
+/// itself, never its target), keeps everything else with the directory and reports it, and
+/// removes the directory once it holds only the store's entries.
+#[test]
+fn another_environments_directory_keeps_what_the_store_did_not_write() {
+    let dir = store_dir();
+    let outside = store_dir();
+    let code = guest("adder");
+    let engine = wasmtime::Engine::default();
+    let fp = pvf_host::EnvFingerprint::from_parts(&engine, b"old build", "cpu", "kernel");
+    {
+        let root =
+            cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let old =
+            ValidationHost::with_fingerprint(root, test_config().keep_other_fingerprints(true), fp)
+                .unwrap();
+        old.prepare(&code).unwrap();
+    }
+    let other = dir.path().join(fp.to_hex());
+    let hash = CodeHash::of(&code);
+    // The store's own entries: the old artifact and lock, a dead writer's temporary, and a
+    // symlink with an artifact's name pointing outside the store.
+    std::fs::write(other.join(format!(".tmp-{hash}-2147483632-0")), b"half").unwrap();
+    BadEntry::Symlink.plant(
+        &other.join(format!("{}.artifact", "ab".repeat(32))),
+        outside.path(),
+    );
+    // An operator's own entries.
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    std::fs::create_dir(other.join("backup")).unwrap();
+    std::fs::write(
+        other.join("backup").join(format!("{hash}.artifact")),
+        b"mine too",
+    )
+    .unwrap();
+    // A folder with a fingerprint's name holding only an operator's file, and a symlink with a
+    // fingerprint's name to a directory outside the store.
+    let folder = dir.path().join("cd".repeat(32));
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("README"), b"mine").unwrap();
+    let linked = dir.path().join("ef".repeat(32));
+    std::fs::create_dir(outside.path().join("linked")).unwrap();
+    std::fs::write(outside.path().join("linked").join(".in-use"), b"mine").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("linked"), &linked).unwrap();
+
+    // Opening (default: other environments cleaned) removes only the store's entries.
+    let host = host(dir.path());
+    let mut left: Vec<String> = std::fs::read_dir(&other)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["backup", "notes.txt"]);
+    assert_eq!(std::fs::read(other.join("notes.txt")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(other.join("backup").join(format!("{hash}.artifact"))).unwrap(),
+        b"mine too"
+    );
+    assert_eq!(std::fs::read(folder.join("README")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(outside.path().join("linked").join(".in-use")).unwrap(),
+        b"mine"
+    );
+    assert!(std::fs::symlink_metadata(&linked).unwrap().is_symlink());
+    BadEntry::Symlink.assert_outside_untouched(outside.path());
+
+    // Pruning reports what it kept, and keeps it.
+    let report = host.store().prune(&PrunePolicy::new()).unwrap();
+    let mut kept = report.kept_foreign.clone();
+    kept.sort();
+    let mut expected = vec![
+        format!("{}/README", "cd".repeat(32)),
+        format!("{}/backup", fp.to_hex()),
+        format!("{}/notes.txt", fp.to_hex()),
+    ];
+    expected.sort();
+    assert_eq!(kept, expected);
+    assert!(report.removed_fingerprints.is_empty(), "{report:?}");
+    assert!(other.join("notes.txt").exists() && folder.join("README").exists());
+
+    // Once only the store's entries are left, the directory goes.
+    std::fs::remove_file(other.join("notes.txt")).unwrap();
+    std::fs::remove_dir_all(other.join("backup")).unwrap();
+    let report = host.store().prune(&PrunePolicy::new()).unwrap();
+    assert_eq!(report.removed_fingerprints, [fp.to_hex()]);
+    assert_eq!(report.kept_foreign, [format!("{}/README", "cd".repeat(32))]);
+    assert!(!entry_exists(&other));
+    assert!(folder.join("README").exists());
+    assert_eq!(
+        host.validate(&code, &adder_params(1, 2)).cache,
+        CacheStatus::Miss
+    );
+}
+
+/// Entries with an artifact's name that can never be loaded are removed by pruning whatever the
+/// policy, counted with the removed artifacts.
+#[test]
+fn pruning_removes_entries_that_cannot_be_artifacts() {
+    let dir = store_dir();
+    let outside = store_dir();
+    let host = host(dir.path());
+    let code = guest("adder");
+    host.prepare(&code).unwrap();
+    let fp_dir = dir.path().join(host.fingerprint().to_hex());
+    let mut planted = Vec::new();
+    for (i, bad) in BadEntry::ALL.into_iter().enumerate() {
+        let hash = format!("{i:0>64}");
+        bad.plant(&fp_dir.join(format!("{hash}.artifact")), outside.path());
+        planted.push(hash.parse::<CodeHash>().unwrap());
+    }
+    let listed = host.store().list().unwrap();
+    assert_eq!(listed.len(), 1 + planted.len(), "{listed:?}");
+    let report = host
+        .store()
+        .prune(&PrunePolicy::new().max_bytes(None).max_idle(None))
+        .unwrap();
+    let mut removed = report.removed_artifacts.clone();
+    removed.sort();
+    assert_eq!(removed, planted, "{report:?}");
+    assert_eq!(
+        files_in_store(dir.path(), &host).len(),
+        2,
+        "the good artifact and its lock"
+    );
+    assert_eq!(
+        host.validate(&code, &adder_params(1, 2)).cache,
+        CacheStatus::Hit
+    );
+    BadEntry::Symlink.assert_outside_untouched(outside.path());
+}

@@ -254,3 +254,170 @@ fn verify_removes_bad_artifacts_and_keeps_good_ones() {
     );
     assert_eq!(host.validate(&adder, &params).cache, CacheStatus::Miss);
 }
+
+/// How long a store operation on a hostile entry may take before the test calls it a hang.
+const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A FIFO, directory, symlink, socket, 50 GB sparse file or file just over the maximum at an
+/// artifact's path: `validate` and `prepare` re-prepare (`repaired`), never hang or abort, and
+/// store a good artifact in its place; `verify_store` reports the entry and removes it.
+#[test]
+fn a_bad_entry_at_an_artifact_path_is_repaired_and_verified_away() {
+    for bad in BadEntry::ALL {
+        let dir = store_dir();
+        let outside = store_dir();
+        let host = std::sync::Arc::new(host(dir.path()));
+        let code = guest("adder");
+        host.prepare(&code).expect("prepare");
+        let path = artifact_path(dir.path(), &host, &code);
+
+        bad.plant(&path, outside.path());
+        let (h, c) = (host.clone(), code.clone());
+        let outcome = within(HANG, &format!("validate over a {bad:?}"), move || {
+            h.validate(&c, &adder_params(5, 6))
+        });
+        assert_valid(&outcome, &11u64.to_le_bytes(), CacheStatus::Repaired);
+        assert!(
+            std::fs::symlink_metadata(&path).unwrap().is_file(),
+            "{bad:?}: a good artifact replaced it"
+        );
+        assert_valid(
+            &host.validate(&code, &adder_params(5, 6)),
+            &11u64.to_le_bytes(),
+            CacheStatus::Hit,
+        );
+
+        bad.plant(&path, outside.path());
+        let (h, c) = (host.clone(), code.clone());
+        let prepared = within(HANG, &format!("prepare over a {bad:?}"), move || {
+            h.prepare(&c)
+        });
+        assert_eq!(
+            prepared.expect("prepare").cache,
+            CacheStatus::Repaired,
+            "{bad:?}"
+        );
+
+        bad.plant(&path, outside.path());
+        let h = host.clone();
+        let report = within(HANG, &format!("verify over a {bad:?}"), move || {
+            h.verify_store()
+        })
+        .expect("verify");
+        assert_eq!(report.checked, 1, "{bad:?}: {report:?}");
+        assert_eq!(report.bad.len(), 1, "{bad:?}: {report:?}");
+        let (hash, reason, removed) = &report.bad[0];
+        assert_eq!(*hash, CodeHash::of(&code), "{bad:?}");
+        assert!(removed, "{bad:?}: {reason}");
+        // Judged by its type or size, never read.
+        let why = match bad {
+            BadEntry::Sparse50G | BadEntry::JustOverMax => "more than the maximum artifact size",
+            _ => "not a regular file",
+        };
+        assert!(reason.contains(why), "{bad:?}: {reason}");
+        assert!(!entry_exists(&path), "{bad:?}: removed");
+        bad.assert_outside_untouched(outside.path());
+    }
+}
+
+/// The fingerprint directory replaced by a file, a FIFO or a symlink to a directory outside the
+/// store: opening the store replaces it with a directory (the outside one is untouched).
+#[test]
+fn a_fingerprint_directory_replaced_by_something_else_heals_at_open() {
+    for bad in [
+        BadEntry::Sparse50G,
+        BadEntry::Fifo,
+        BadEntry::Symlink,
+        BadEntry::Socket,
+    ] {
+        let dir = store_dir();
+        let outside = store_dir();
+        let code = guest("adder");
+        let fp_dir = {
+            let h = host(dir.path());
+            h.prepare(&code).expect("prepare");
+            dir.path().join(h.fingerprint().to_hex())
+        };
+        std::fs::remove_dir_all(&fp_dir).unwrap();
+        let planted = if bad == BadEntry::Symlink {
+            // A symlink to a directory outside the store, holding an operator's file.
+            let target = outside.path().join("elsewhere");
+            std::fs::create_dir(&target).unwrap();
+            std::fs::write(target.join("precious"), b"mine").unwrap();
+            std::os::unix::fs::symlink(&target, &fp_dir).unwrap();
+            Some(target)
+        } else {
+            bad.plant(&fp_dir, outside.path());
+            None
+        };
+        let root = dir.path().to_path_buf();
+        let host = within(HANG, &format!("open over a {bad:?}"), move || host(&root));
+        assert!(
+            std::fs::symlink_metadata(&fp_dir).unwrap().is_dir(),
+            "{bad:?}: a real directory again"
+        );
+        assert_valid(
+            &host.validate(&code, &adder_params(1, 2)),
+            &3u64.to_le_bytes(),
+            CacheStatus::Miss,
+        );
+        assert_valid(
+            &host.validate(&code, &adder_params(1, 2)),
+            &3u64.to_le_bytes(),
+            CacheStatus::Hit,
+        );
+        if let Some(target) = planted {
+            assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"mine");
+            assert_eq!(
+                std::fs::read_dir(&target).unwrap().count(),
+                1,
+                "nothing written outside"
+            );
+        }
+    }
+}
+
+/// Lock files (`<code-hash>.lock`, `.in-use`) that are not regular files neither block nor fail
+/// the host: they are replaced by regular files.
+#[test]
+fn lock_files_of_the_wrong_type_are_replaced() {
+    for bad in BadEntry::NOT_FILES {
+        for lock in ["key", ".in-use"] {
+            let dir = store_dir();
+            let outside = store_dir();
+            let code = guest("adder");
+            let fp_dir = {
+                let h = host(dir.path());
+                h.prepare(&code).expect("prepare");
+                dir.path().join(h.fingerprint().to_hex())
+            };
+            let path = if lock == "key" {
+                // No artifact: the next validation prepares, under the key's lock.
+                std::fs::remove_file(fp_dir.join(format!("{}.artifact", CodeHash::of(&code))))
+                    .unwrap();
+                fp_dir.join(format!("{}.lock", CodeHash::of(&code)))
+            } else {
+                fp_dir.join(".in-use")
+            };
+            bad.plant(&path, outside.path());
+            let root = dir.path().to_path_buf();
+            let c = code.clone();
+            let outcome = within(HANG, &format!("{lock} lock as a {bad:?}"), move || {
+                let host = host_with(
+                    &root,
+                    test_config().prepare_wait(std::time::Duration::from_secs(2)),
+                );
+                host.validate(&c, &adder_params(1, 2))
+            });
+            assert!(
+                matches!(outcome.verdict, pvf_host::Verdict::Valid(_)),
+                "{lock} as {bad:?}: {outcome:?}"
+            );
+            assert!(
+                std::fs::symlink_metadata(&path).unwrap().is_file(),
+                "{lock} as {bad:?}: replaced by a regular file"
+            );
+            bad.assert_outside_untouched(outside.path());
+        }
+    }
+}

@@ -637,7 +637,7 @@ impl ValidationService {
         let host = self.inner.host.clone();
         let store = tokio::task::spawn_blocking(move || {
             let list = host.store().list().ok()?;
-            let current = list.iter().filter(|a| a.current);
+            let current = list.iter().filter(|a| a.current && a.plausible());
             Some((
                 current.clone().count(),
                 current.map(|a| a.size).sum::<u64>(),

@@ -12,12 +12,19 @@
 //! The kernel releases a lock when its holder dies, so a crashed process never blocks others.
 //! Waits are bounded: after the deadline the caller goes on without the lock (at worst, the
 //! same code is compiled twice; artifacts are still replaced atomically).
+//!
+//! Lock files are opened like every store entry (see [`super::entry`]): without blocking or
+//! following symlinks. Something that is not a regular file at a lock's name (a FIFO, a
+//! directory, a symlink) has the store's name and holds no lock: it is removed and the lock file
+//! created afresh; if that fails, the caller goes on without the lock.
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use cap_std::fs::{Dir, File, OpenOptions};
+use cap_std::fs::{Dir, File};
 use rustix::fs::{AtFlags, FlockOperation, flock, fstat, statat};
+
+use super::entry::{self, OpenError};
 
 /// A held lock; released when dropped (the descriptor is closed).
 #[derive(Debug)]
@@ -75,19 +82,34 @@ pub(crate) fn try_lock(dir: &Dir, name: &str, mode: Mode) -> std::io::Result<Opt
     lock(dir, name, mode, Duration::ZERO)
 }
 
+/// Opens (creating if needed) the lock file `name`: a regular file, opened without blocking or
+/// following a symlink. Anything else with its name is removed and the file created afresh, once.
 fn open_lock_file(dir: &Dir, name: &str) -> std::io::Result<File> {
-    let mut create = OpenOptions::new();
+    match open_regular_lock_file(dir, name) {
+        Err(OpenError::WrongKind(kind)) => {
+            tracing::warn!(file = name, %kind, "a lock file is not a regular file; replacing it");
+            entry::remove(dir, name)?;
+            open_regular_lock_file(dir, name).map_err(OpenError::into_io)
+        }
+        opened => opened.map_err(OpenError::into_io),
+    }
+}
+
+fn open_regular_lock_file(dir: &Dir, name: &str) -> Result<File, OpenError> {
+    let mut create = entry::options();
     create.read(true).write(true).create(true);
-    match dir.open_with(name, &create) {
-        Ok(file) => Ok(file),
+    match entry::open_file(dir, name, &create) {
+        Ok((file, _)) => Ok(file),
         // A read-only store: lock the existing file if there is one.
-        Err(e)
+        Err(OpenError::Io(e))
             if matches!(
                 e.kind(),
                 ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
             ) =>
         {
-            dir.open(name)
+            let mut read = entry::options();
+            read.read(true);
+            entry::open_file(dir, name, &read).map(|(file, _)| file)
         }
         Err(e) => Err(e),
     }

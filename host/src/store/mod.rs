@@ -19,10 +19,15 @@
 //! checksum is blake3 over the fingerprint, the code hash and the artifact bytes: a file copied
 //! from another fingerprint directory or renamed to another code hash fails verification.
 //!
+//! Every entry is hostile: it is opened without blocking or following symlinks, must be a
+//! regular file of at most [`MAX_ARTIFACT_BYTES`] (see [`entry`]), and is read into a buffer
+//! allocated fallibly. Anything else at an artifact's name is [`StoreError::Corrupt`]: discarded
+//! and re-prepared, never a verdict.
+//!
 //! Nothing here takes a path: the store is reached only through the [`Dir`] it was opened with.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,9 +37,12 @@ use cap_std::fs::Dir;
 use crate::env::{EnvFingerprint, hex_string};
 use crate::error::StoreError;
 
+mod entry;
 mod locks;
 mod maintenance;
 
+pub use entry::EntryKind;
+use entry::OpenError;
 pub(crate) use locks::FileLock;
 use locks::Mode;
 pub use maintenance::{ArtifactInfo, PrunePolicy, PruneReport};
@@ -46,6 +54,19 @@ const ARTIFACT_SUFFIX: &str = ".artifact";
 const LOCK_SUFFIX: &str = ".lock";
 const TMP_PREFIX: &str = ".tmp-";
 const IN_USE: &str = ".in-use";
+/// The largest artifact file the store writes or reads, header included: 512 MiB.
+///
+/// A file above it is [`StoreError::Corrupt`] (discarded, the code re-prepared) and is never
+/// read, so a huge (e.g. sparse) file at an artifact's name costs neither memory nor time; an
+/// artifact above it is not stored (the prepared component is still used, from memory).
+///
+/// Why this value: wasmtime's artifacts of the bundled guests measured 3.6 to 5.3 times the
+/// size of their component (the 12.0 MB JavaScript guest: 43.4 MB; `bulky`, many small
+/// functions: 0.56 MB to 2.9 MB), and code is limited to 64 MiB decompressed
+/// (`Config::max_code_bytes`): the largest code at the densest ratio measured makes about
+/// 340 MiB. 512 MiB keeps that with half again as margin, while bounding the worst read (and
+/// its allocation) to half a gibibyte.
+pub const MAX_ARTIFACT_BYTES: u64 = 512 << 20;
 /// How stale an artifact's last-use time may get before a load refreshes it.
 pub const LAST_USE_GRANULARITY: Duration = Duration::from_secs(3600);
 
@@ -180,8 +201,9 @@ impl fmt::Debug for ArtifactStore {
 
 impl ArtifactStore {
     /// Opens the store below `root` for `fingerprint`: creates the fingerprint's directory if
-    /// needed, marks it in use, removes temporary files left there by writers that are no longer
-    /// running and (unless [`StoreOptions::keep_other_fingerprints`]) removes the directories of
+    /// needed (replacing anything else that has its name: a file, FIFO or symlink), marks it in
+    /// use, removes temporary files left there by writers that are no longer running and (unless
+    /// [`StoreOptions::keep_other_fingerprints`]) the store's own entries in the directories of
     /// other fingerprints that no live process uses.
     pub fn open(
         root: Dir,
@@ -199,9 +221,23 @@ impl ArtifactStore {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StoreError::io(format!("create directory {name}"), e)),
             }
-            let dir = root
-                .open_dir(&name)
-                .map_err(|e| StoreError::io(format!("open directory {name}"), e))?;
+            let dir = match entry::open_dir(&root, &name) {
+                Ok(dir) => dir,
+                Err(OpenError::WrongKind(kind)) if attempts < 3 => {
+                    // Our directory's name, but not a directory: it is ours to replace.
+                    tracing::warn!(directory = %name, %kind, "the store's directory is not a directory; replacing it");
+                    entry::remove(&root, &name)
+                        .map_err(|e| StoreError::io(format!("remove {name}"), e))?;
+                    continue;
+                }
+                Err(OpenError::NotFound) if attempts < 3 => continue,
+                Err(e) => {
+                    return Err(StoreError::io(
+                        format!("open directory {name}"),
+                        e.into_io(),
+                    ));
+                }
+            };
             let in_use = match locks::lock(&dir, IN_USE, Mode::Shared, options.lock_wait) {
                 Ok(lock) => lock,
                 Err(e) => {
@@ -263,24 +299,45 @@ impl ArtifactStore {
 
     fn read_verified(&self, hash: &CodeHash) -> Result<Option<VerifiedArtifact>, StoreError> {
         let name = hash.file_name();
-        let mut file = match self.dir.open(&name) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(format!("open {name}"), e)),
-        };
-        // One allocation of the right size (growing a Vec while reading costs ~20% here), from
-        // our own `fstat`, which `note_use` needs too. Reading through `take` skips the `statx`
-        // and `lseek` that `File::read_to_end` would spend on its own size hint.
-        let stat = rustix::fs::fstat(&file)
-            .map_err(|e| StoreError::io(format!("stat {name}"), e.into()))?;
-        let size = stat.st_size.max(0) as usize;
-        let mut bytes = Vec::with_capacity(size + 1);
-        std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, u64::MAX), &mut bytes)
-            .map_err(|e| StoreError::io(format!("read {name}"), e))?;
         let corrupt = |reason: &str| StoreError::Corrupt {
             file: name.clone(),
             reason: reason.to_string(),
         };
+        let mut read = entry::options();
+        read.read(true);
+        let (file, stat) = match entry::open_file(&self.dir, &name, &read) {
+            Ok(opened) => opened,
+            Err(OpenError::NotFound) => return Ok(None),
+            Err(OpenError::WrongKind(kind)) => {
+                return Err(corrupt(&format!("not a regular file: a {kind}")));
+            }
+            Err(OpenError::Io(e)) => return Err(StoreError::io(format!("open {name}"), e)),
+        };
+        if stat.st_size.max(0) as u64 > MAX_ARTIFACT_BYTES {
+            return Err(corrupt(&format!(
+                "{} bytes, more than the maximum artifact size ({MAX_ARTIFACT_BYTES} bytes)",
+                stat.st_size
+            )));
+        }
+        // One allocation of the right size (growing a Vec while reading costs ~20% here), from
+        // our own `fstat`, which `note_use` needs too, and fallible: the size is outside data.
+        // Reading through `take` bounds the read if the file grows meanwhile, and skips the
+        // `statx` and `lseek` that `File::read_to_end` would spend on its own size hint.
+        let size = stat.st_size.max(0) as usize;
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(size + 1).map_err(|e| {
+            StoreError::io(
+                format!("allocate {} bytes to read {name}", size + 1),
+                std::io::Error::new(std::io::ErrorKind::OutOfMemory, e),
+            )
+        })?;
+        (&file)
+            .take(MAX_ARTIFACT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io(format!("read {name}"), e))?;
+        if bytes.len() as u64 > MAX_ARTIFACT_BYTES {
+            return Err(corrupt("grew beyond the maximum artifact size while read"));
+        }
         if bytes.len() < HEADER_LEN {
             return Err(corrupt("shorter than the header"));
         }
@@ -330,15 +387,33 @@ impl ArtifactStore {
         }
     }
 
-    /// Whether an artifact file for `hash` exists (not verified).
+    /// Whether an artifact file for `hash` exists (a regular file; not verified).
     pub fn contains(&self, hash: &CodeHash) -> bool {
-        self.dir.exists(hash.file_name())
+        matches!(
+            entry::lstat(&self.dir, &hash.file_name()),
+            Ok(Some(stat)) if EntryKind::of(&stat) == EntryKind::File
+        )
     }
 
     /// Stores `artifact` (wasmtime's serialized component) for `hash`, atomically: written to a
     /// temporary file, fsynced, renamed into place, and the directory fsynced. Readers see the
     /// old file or the new one, never a partial one.
+    ///
+    /// An artifact whose file would exceed [`MAX_ARTIFACT_BYTES`] is refused (`StoreError::Io`,
+    /// `FileTooLarge`): the store would discard it at the next load.
     pub(crate) fn store(&self, hash: &CodeHash, artifact: &[u8]) -> Result<(), StoreError> {
+        let file_len = (HEADER_LEN + artifact.len()) as u64;
+        if file_len > MAX_ARTIFACT_BYTES {
+            return Err(StoreError::io(
+                format!("store {}", hash.file_name()),
+                std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!(
+                        "{file_len} bytes, more than the maximum artifact size ({MAX_ARTIFACT_BYTES} bytes)"
+                    ),
+                ),
+            ));
+        }
         let tmp = format!(
             "{TMP_PREFIX}{hash}-{}-{}",
             std::process::id(),
@@ -359,10 +434,7 @@ impl ArtifactStore {
         artifact: &[u8],
     ) -> Result<(), StoreError> {
         let checksum = self.checksum(hash, artifact);
-        let mut file = self
-            .dir
-            .create(tmp)
-            .map_err(|e| StoreError::io(format!("create {tmp}"), e))?;
+        let mut file = self.create_temporary(tmp)?;
         let write = |file: &mut cap_std::fs::File| -> std::io::Result<()> {
             file.write_all(MAGIC)?;
             file.write_all(checksum.as_bytes())?;
@@ -377,12 +449,35 @@ impl ArtifactStore {
         self.sync_dir()
     }
 
-    /// Removes the artifact of `hash`, if any.
+    /// Creates the temporary file `tmp`: a new file of our own (`O_EXCL` neither follows a
+    /// symlink nor opens a FIFO). Something already there (left by an earlier process with our
+    /// pid) has our temporary's name and is removed first.
+    fn create_temporary(&self, tmp: &str) -> Result<cap_std::fs::File, StoreError> {
+        let mut create = entry::options();
+        create.write(true).create_new(true);
+        let mut result = entry::open_file(&self.dir, tmp, &create);
+        let taken = match &result {
+            Err(OpenError::WrongKind(_)) => true,
+            Err(OpenError::Io(e)) => e.kind() == std::io::ErrorKind::AlreadyExists,
+            _ => false,
+        };
+        if taken {
+            entry::remove(&self.dir, tmp)
+                .map_err(|e| StoreError::io(format!("remove {tmp}"), e))?;
+            result = entry::open_file(&self.dir, tmp, &create);
+        }
+        result
+            .map(|(file, _)| file)
+            .map_err(|e| StoreError::io(format!("create {tmp}"), e.into_io()))
+    }
+
+    /// Removes the artifact of `hash`, if any: whatever has its name (a directory with its
+    /// contents, a symlink itself — never its target).
     pub fn remove(&self, hash: &CodeHash) -> Result<(), StoreError> {
         let name = hash.file_name();
-        match self.dir.remove_file(&name) {
-            Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        match entry::remove(&self.dir, &name) {
+            Ok(Some(_)) => self.sync_dir(),
+            Ok(None) => Ok(()),
             Err(e) => Err(StoreError::io(format!("remove {name}"), e)),
         }
     }
@@ -405,5 +500,45 @@ impl ArtifactStore {
             .open(".")
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io("fsync directory", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_store(dir: &tempfile::TempDir) -> ArtifactStore {
+        let root = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let fingerprint =
+            EnvFingerprint::from_parts(&wasmtime::Engine::default(), b"test", "cpu", "kernel");
+        ArtifactStore::open(root, fingerprint, StoreOptions::new()).unwrap()
+    }
+
+    /// An artifact whose file would exceed the maximum is not written (a load would discard it);
+    /// one exactly at the maximum is.
+    #[test]
+    fn the_store_refuses_to_write_an_artifact_above_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        let hash = CodeHash::of(b"too large");
+        // Zeroed allocations are not touched before the size check: this costs no memory.
+        let too_large = vec![0u8; MAX_ARTIFACT_BYTES as usize - HEADER_LEN + 1];
+        match store.store(&hash, &too_large) {
+            Err(StoreError::Io { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge)
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        drop(too_large);
+        assert!(!store.contains(&hash));
+        assert_eq!(store.hashes().unwrap(), vec![]);
+
+        let largest = vec![0u8; MAX_ARTIFACT_BYTES as usize - HEADER_LEN];
+        store.store(&hash, &largest).unwrap();
+        drop(largest);
+        assert_eq!(
+            store.check(&hash).unwrap(),
+            Some(MAX_ARTIFACT_BYTES - HEADER_LEN as u64)
+        );
     }
 }

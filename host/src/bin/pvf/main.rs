@@ -3,6 +3,7 @@
 //! See CONTRACT.md §2 for the interface scripts rely on: `--json` prints exactly one JSON object
 //! on stdout; exit codes are 0 valid/success, 1 invalid, 2 indeterminate, 64 usage/input error.
 
+mod cache;
 mod output;
 mod params;
 mod serve;
@@ -10,15 +11,15 @@ mod serve;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use clap::{Parser, Subcommand};
 use pvf_host::{
-    Config, ExecutionPriority, FailureClass, Outcome, PreparationPriority, PrunePolicy,
-    ServiceConfig, ValidationError, ValidationResult, ValidationService, Verdict,
+    Config, ExecutionPriority, FailureClass, Outcome, PreparationPriority, ServiceConfig,
+    ValidationError, ValidationResult, ValidationService, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -259,7 +260,7 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
             report_outcome(&out, outcome)
         }
         Command::Serve { metrics, grace } => serve::run(&out, service, metrics, grace).await,
-        Command::Cache(cmd) => cache_command(&out, &service, cmd).await,
+        Command::Cache(cmd) => cache::cache_command(&out, &service, cmd).await,
     }
 }
 
@@ -350,124 +351,6 @@ fn result_json(r: &ValidationResult) -> Value {
         "processed_downward_messages": r.processed_downward_messages,
         "hrmp_watermark": r.hrmp_watermark,
     })
-}
-
-async fn cache_command(out: &Output, service: &ValidationService, cmd: CacheCommand) -> u8 {
-    let host = service.host();
-    let fingerprint = host.fingerprint().to_hex();
-    match cmd {
-        CacheCommand::List => match host.store().list() {
-            Ok(list) => {
-                let artifacts: Vec<Value> = list
-                    .iter()
-                    .map(|a| {
-                        json!({
-                            "code_hash": a.code_hash.to_string(),
-                            "fingerprint": a.fingerprint,
-                            "current": a.current,
-                            "size": a.size,
-                            "last_used_unix": a.last_used.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-                        })
-                    })
-                    .collect();
-                let human = list
-                    .iter()
-                    .map(|a| {
-                        format!(
-                            "{}  {:>10}  {}{}",
-                            a.code_hash,
-                            a.size,
-                            &a.fingerprint[..16],
-                            if a.current { " (current)" } else { "" }
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                out.emit(
-                    json!({"fingerprint": fingerprint, "artifacts": artifacts}),
-                    &human,
-                    None,
-                );
-                EXIT_OK
-            }
-            Err(e) => store_failure(out, &e),
-        },
-        CacheCommand::Verify => match service.verify_store().await {
-            Ok(report) => {
-                let consistent = report.bad.iter().all(|(_, _, removed)| *removed);
-                let bad: Vec<Value> = report
-                    .bad
-                    .iter()
-                    .map(|(h, why, removed)| json!({"code_hash": h.to_string(), "reason": why, "removed": removed}))
-                    .collect();
-                let mut human = format!(
-                    "checked {} artifacts, {} bad",
-                    report.checked,
-                    report.bad.len()
-                );
-                for (h, why, removed) in &report.bad {
-                    human.push_str(&format!(
-                        "\n{h}: {} ({why})",
-                        if *removed { "removed" } else { "NOT removed" }
-                    ));
-                }
-                out.emit(
-                    json!({"fingerprint": fingerprint, "checked": report.checked, "bad": bad, "consistent": consistent}),
-                    &human,
-                    (!consistent).then_some("some bad artifacts could not be removed"),
-                );
-                if consistent {
-                    EXIT_OK
-                } else {
-                    EXIT_INDETERMINATE
-                }
-            }
-            Err(e) => store_failure(out, &e),
-        },
-        CacheCommand::Prune {
-            max_bytes,
-            older_than,
-        } => {
-            let mut policy = PrunePolicy::new();
-            if let Some(bytes) = max_bytes {
-                policy = policy.max_bytes(Some(bytes));
-            }
-            if let Some(idle) = older_than {
-                policy = policy.max_idle(Some(idle));
-            }
-            prune(out, service, policy).await
-        }
-    }
-}
-
-async fn prune(out: &Output, service: &ValidationService, policy: PrunePolicy) -> u8 {
-    match service.prune(policy).await {
-        Ok(r) => {
-            out.emit(
-                    json!({
-                        "removed_artifacts": r.removed_artifacts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-                        "removed_fingerprints": r.removed_fingerprints,
-                        "skipped_in_use": r.skipped_in_use.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-                        "freed_bytes": r.freed_bytes,
-                    }),
-                    &format!(
-                        "removed {} artifacts and {} stale environment directories, freed {} bytes",
-                        r.removed_artifacts.len(),
-                        r.removed_fingerprints.len(),
-                        r.freed_bytes
-                    ),
-                    None,
-                );
-            EXIT_OK
-        }
-        Err(e) => store_failure(out, &e),
-    }
-}
-
-fn store_failure(out: &Output, err: &pvf_host::StoreError) -> u8 {
-    let reason = err.to_string();
-    out.emit(json!({"error": reason}), "", Some(&reason));
-    EXIT_INDETERMINATE
 }
 
 /// A spinner on stderr while a possibly long operation runs, only when stderr is a terminal.
