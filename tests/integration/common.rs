@@ -219,10 +219,9 @@ impl BadEntry {
                 0,
             )
             .unwrap(),
-            BadEntry::Directory => {
-                std::fs::create_dir(path).unwrap();
-                std::fs::write(path.join("inside"), b"x").unwrap();
-            }
+            // Empty: a directory holding anything is not the store's to delete (see
+            // `store_faults::a_non_empty_directory_at_an_artifact_path_is_reported_and_kept`).
+            BadEntry::Directory => std::fs::create_dir(path).unwrap(),
             BadEntry::Symlink => {
                 let target = outside.join("symlink-target");
                 std::fs::write(&target, b"outside the store").unwrap();

@@ -338,7 +338,10 @@ fn an_os_memory_refusal_is_indeterminate_never_invalid() {
     while enough - too_small > 16 << 10 {
         let mid = (too_small + enough) / 2;
         let (code_, stdout) = validate_under_data_limit(&store, &code, &params, mid);
-        assert_ne!(code_, 1, "ulimit -d {mid}: an OS refusal became invalid: {stdout}");
+        assert_ne!(
+            code_, 1,
+            "ulimit -d {mid}: an OS refusal became invalid: {stdout}"
+        );
         seen.push((mid, code_));
         if code_ == 0 {
             enough = mid;
@@ -350,7 +353,10 @@ fn an_os_memory_refusal_is_indeterminate_never_invalid() {
     // growth to 300 MB is refused by the OS.
     let below = enough - (150 << 10);
     let (code_, stdout) = validate_under_data_limit(&store, &code, &params, below);
-    assert_eq!(code_, 2, "ulimit -d {below} (fits at {enough}, tried {seen:?}): {stdout}");
+    assert_eq!(
+        code_, 2,
+        "ulimit -d {below} (fits at {enough}, tried {seen:?}): {stdout}"
+    );
     assert!(
         stdout.contains("could not provide") && stdout.contains("linear memory"),
         "{stdout}"

@@ -157,6 +157,32 @@ fn deleted_artifact_is_a_miss() {
     );
 }
 
+/// A directory at an artifact's name that holds something is not the store's to delete: the
+/// verdict is right, `verify_store` reports it bad and not removed, and its content stays.
+#[test]
+fn a_non_empty_directory_at_an_artifact_path_is_reported_and_kept() {
+    let dir = store_dir();
+    let host = host(dir.path());
+    let code = guest("adder");
+    host.prepare(&code).expect("prepare");
+    let path = artifact_path(dir.path(), &host, &code);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("operator-notes.txt"), b"mine").unwrap();
+    let outcome = host.validate(&code, &adder_params(1, 1));
+    assert!(
+        matches!(outcome.verdict, pvf_host::Verdict::Valid(_)),
+        "{outcome:?}"
+    );
+    let report = host.verify_store().expect("verify");
+    assert_eq!(report.bad.len(), 1, "{report:?}");
+    assert!(!report.bad[0].2, "reported as not removed: {report:?}");
+    assert_eq!(
+        std::fs::read(path.join("operator-notes.txt")).unwrap(),
+        b"mine"
+    );
+}
+
 #[test]
 fn unreadable_artifact_is_repaired() {
     let dir = store_dir();

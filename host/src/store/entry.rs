@@ -164,16 +164,17 @@ pub(super) fn lstat(dir: &Dir, name: &str) -> io::Result<Option<Stat>> {
     }
 }
 
-/// Removes the entry `name` of `dir` whatever it is (a directory with its contents; a symlink
-/// itself, never its target). Only for names the store owns. Returns what was removed, `None`
-/// when nothing was there.
+/// Removes the entry `name` of `dir` whatever it is (a symlink itself, never its target; a
+/// directory only when it is empty: what is inside is not the store's, so a directory holding
+/// anything stays and the removal fails, to be reported). Only for names the store owns.
+/// Returns what was removed, `None` when nothing was there.
 pub(super) fn remove(dir: &Dir, name: &str) -> io::Result<Option<EntryKind>> {
     let Some(stat) = lstat(dir, name)? else {
         return Ok(None);
     };
     let kind = EntryKind::of(&stat);
     let removed = match kind {
-        EntryKind::Directory => dir.remove_dir_all(name),
+        EntryKind::Directory => dir.remove_dir(name),
         _ => dir.remove_file(name),
     };
     match removed {
