@@ -218,9 +218,10 @@ impl Raw {
     /// Deserializes artifact bytes read from a file this benchmark wrote.
     pub fn deserialize(&self, bytes: &[u8]) -> Component {
         #[allow(unsafe_code)]
-        // SAFETY: the bytes come from a file written by this benchmark with what
-        // `Engine::precompile_component` returned for an engine with the same configuration in
-        // this process, and nothing else writes it.
+        // SAFETY: the bytes come from a file written by this benchmark (this process, or the
+        // bench process that started this one-shot raw process) with what
+        // `Engine::precompile_component` returned for an engine with the same configuration, and
+        // nothing else writes it.
         let component = unsafe { Component::deserialize(&self.engine, bytes) };
         component.expect("deserialize")
     }
