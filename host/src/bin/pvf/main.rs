@@ -22,7 +22,9 @@ use pvf_host::{
 };
 use serde_json::{Value, json};
 
-use output::{EXIT_INDETERMINATE, EXIT_INVALID, EXIT_OK, Output, hex0x};
+use output::{
+    EXIT_INDETERMINATE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Output, escape_controls, hex0x,
+};
 
 /// Prepare, pre-check and validate PVFs (WebAssembly components targeting
 /// pvf:validation/validation-function), keeping compiled artifacts in a persistent store.
@@ -108,46 +110,69 @@ enum CacheCommand {
 }
 
 fn main() -> ExitCode {
-    let json = std::env::args().any(|a| a == "--json");
+    // `args_os`: an argument that is not UTF-8 is clap's to judge, not a panic.
+    let json = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let message = e
-                .kind()
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string());
-            let out = Output { json };
-            let code = out.usage_error(&format!(
-                "{}; see `pvf --help`",
-                first_line(&e.to_string()).unwrap_or(message)
-            ));
-            return ExitCode::from(code);
-        }
+        Err(e) => return ExitCode::from(usage_error(&e, json)),
     };
+    init_logging();
+    ExitCode::from(run(cli))
+}
+
+/// Reports a command-line error the way clap words it, with its usage line, on stderr (styled
+/// only on a terminal); with `--json`, also the one JSON object on stdout. Help and version go to
+/// stdout with exit 0; every other error is exit 64.
+fn usage_error(e: &clap::Error, json: bool) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return EXIT_OK;
+    }
+    if json {
+        // clap's text, plain, on one line: "error: " and the pointer to --help dropped.
+        let text = e.render().to_string();
+        let text = text.trim_start().strip_prefix("error: ").unwrap_or(&text);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+            .collect();
+        println!(
+            "{}",
+            json!({"error": lines.join(" "), "verdict": Value::Null})
+        );
+    }
+    let _ = e.print();
+    EXIT_USAGE
+}
+
+/// Logs (`tracing`) to stderr: warnings by default, `PVF_LOG` to choose; colours only when stderr
+/// is a terminal; control characters in messages and fields escaped (a guest's output and
+/// reasons reach the log).
+fn init_logging() {
+    use tracing_subscriber::field::MakeExt;
+    let fields = tracing_subscriber::fmt::format::debug_fn(
+        |w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+         field: &tracing::field::Field,
+         value: &dyn std::fmt::Debug| {
+            let text = format!("{value:?}");
+            match field.name() {
+                "message" => write!(w, "{}", escape_controls(&text)),
+                name => write!(w, "{name}={}", escape_controls(&text)),
+            }
+        },
+    )
+    .delimited(" ");
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .fmt_fields(fields)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PVF_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    ExitCode::from(run(cli))
-}
-
-fn first_line(s: &str) -> Option<String> {
-    s.lines()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
 }
 
 fn run(cli: Cli) -> u8 {
@@ -274,18 +299,17 @@ fn read_code(path: &Path, config: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(code)
 }
 
+/// Reads and parses the params file (`-`: stdin), at most [`params::MAX_PARAMS_BYTES`] of it.
 fn read_params(path: &Path) -> anyhow::Result<pvf_host::ValidationParams> {
-    let mut text = String::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read params from stdin")?;
+    let text = if path == Path::new("-") {
+        params::read_bounded(std::io::stdin().lock(), params::MAX_PARAMS_BYTES)
+            .context("cannot read params from stdin")?
     } else {
-        let mut file = cap_std::fs::File::open_ambient(path, ambient_authority())
+        let file = cap_std::fs::File::open_ambient(path, ambient_authority())
             .with_context(|| format!("cannot read params file {}", path.display()))?;
-        file.read_to_string(&mut text)
-            .with_context(|| format!("cannot read params file {}", path.display()))?;
-    }
+        params::read_bounded(file, params::MAX_PARAMS_BYTES)
+            .with_context(|| format!("cannot read params file {}", path.display()))?
+    };
     params::parse(&text)
 }
 
@@ -483,7 +507,7 @@ impl Spinner {
             indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
-        bar.set_message(message.to_string());
+        bar.set_message(escape_controls(message).into_owned());
         bar.enable_steady_tick(Duration::from_millis(120));
         Self(Some(bar))
     }
