@@ -148,11 +148,25 @@ fn usage_error(e: &clap::Error, json: bool) -> u8 {
 }
 
 /// Logs (`tracing`) to stderr: warnings by default, `PVF_LOG` to choose; colours only when stderr
-/// is a terminal; control characters in messages and fields escaped (a guest's output and
-/// reasons reach the log).
+/// is a terminal; control characters in messages and fields escaped ([`log_fields`]).
 fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .fmt_fields(log_fields())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PVF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+}
+
+/// How log messages and fields are written: like tracing's default (`message name=value ...`),
+/// with control characters escaped ([`escape_controls`]): a guest's output and reasons reach the
+/// log.
+fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
     use tracing_subscriber::field::MakeExt;
-    let fields = tracing_subscriber::fmt::format::debug_fn(
+    tracing_subscriber::fmt::format::debug_fn(
         |w: &mut tracing_subscriber::fmt::format::Writer<'_>,
          field: &tracing::field::Field,
          value: &dyn std::fmt::Debug| {
@@ -163,16 +177,7 @@ fn init_logging() {
             }
         },
     )
-    .delimited(" ");
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .fmt_fields(fields)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PVF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    .delimited(" ")
 }
 
 fn run(cli: Cli) -> u8 {
@@ -518,5 +523,46 @@ impl Drop for Spinner {
         if let Some(bar) = self.0.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A log destination the test can read.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logs_escape_control_characters() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(super::log_fields())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let reason = "guest\r\x1b[2Kvalid\u{202e}";
+            tracing::warn!(reason = %reason, quoted = reason, "message \x1b[31m{}", "\0");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line = text.strip_suffix('\n').expect("one line");
+        assert!(!line.chars().any(crate::output::is_dangerous), "{line:?}");
+        assert!(
+            line.contains(r"message \u{1b}[31m\0 reason=guest\r\u{1b}[2Kvalid\u{202e} quoted="),
+            "{line}"
+        );
     }
 }
