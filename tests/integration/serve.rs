@@ -315,3 +315,37 @@ fn serve_refuses_bad_lines_and_keeps_serving() {
     }
     panic!("pvf serve did not exit within 60 s of the end of input");
 }
+
+/// One-shot commands allocate instances on demand, `serve` from the pooling allocator: the
+/// artifacts they store are the same, filed under the same fingerprint.
+#[test]
+fn one_shot_commands_and_serve_share_the_store() {
+    let dir = store_dir();
+    let (code, prepared, stderr) =
+        run_json(pvf(dir.path()).args(["prepare", &guest_path("adder")]));
+    assert_eq!(
+        (code, prepared["cache"].as_str()),
+        (0, Some("miss")),
+        "{stderr}"
+    );
+    let mut child = KillOnDrop(
+        pvf(dir.path())
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pvf serve"),
+    );
+    let stdout = lines_of(child.0.stdout.take().unwrap());
+    let request = json!({"id": 1, "code": guest_path("adder"), "params": adder_params_json(1, 2)});
+    let writer = write_on_thread(child.0.stdin.take().unwrap(), format!("{request}\n").into());
+    let line = stdout
+        .recv_timeout(Duration::from_secs(60))
+        .expect("an answer");
+    let value: Value = serde_json::from_str(&line).expect("one JSON object");
+    assert_eq!(value["verdict"], "valid", "{value}");
+    assert_eq!(value["cache"], "hit", "{value}");
+    assert_eq!(value["code_hash"], prepared["code_hash"]);
+    drop(writer.join().unwrap().expect("write the request"));
+}

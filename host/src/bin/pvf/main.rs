@@ -229,6 +229,12 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
     if let Command::Cache(_) = cli.command {
         config = config.keep_other_fingerprints(true);
     }
+    // A one-shot command runs at most a few instances: reserving and setting up the pooling
+    // allocator's slots would cost more than the whole validation. `serve` keeps the pool. The
+    // artifacts are the same (the pool is not part of the fingerprint; see engine.rs's tests).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        config = config.pooling(false);
+    }
     let service = match open_service(&cli.cache_dir, service_config.host(config)) {
         Ok(service) => service,
         Err(e) => {
