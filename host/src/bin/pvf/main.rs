@@ -182,11 +182,20 @@ fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'sta
 
 fn run(cli: Cli) -> u8 {
     let out = Output { json: cli.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // `serve` runs requests concurrently: worker threads, I/O (stdin, metrics) and signals. A
+    // one-shot command runs one request: a current-thread runtime with timers (the service's
+    // deadlines) is enough, and starts no threads (executions run in `spawn_blocking`).
+    let runtime = if matches!(cli.command, Command::Serve { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             let reason = format!("cannot start the async runtime: {e}");
