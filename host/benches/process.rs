@@ -12,7 +12,8 @@
 //! commands (`pvf_host::wasmtime_config(&Config::new().pooling(false))`), build the engine and a
 //! WASI p2 linker, deserialize, instantiate in a fresh store, call `validate-block` and print the
 //! head in hex. Iterations alternate which process goes first; medians of
-//! `PVF_ONESHOT_ITERATIONS` (default 31) each. Every run's output is checked.
+//! `PVF_ONESHOT_ITERATIONS` (default 31) each. Every run's output is checked. `PVF_BENCH_PVF=PATH`
+//! runs another `pvf` binary (e.g. a copy of an earlier release build) instead of this build's.
 #![allow(missing_docs)]
 
 mod common;
@@ -152,10 +153,11 @@ fn oneshot() {
         }
         let (p, r) = (median(&mut pvf_times), median(&mut raw_times));
         println!(
-            "oneshot/{guest}: pvf validate process {} | raw wasmtime process {} | ratio {:.2}x (medians of {iterations})",
+            "oneshot/{guest}: pvf validate process {} | raw wasmtime process {} | ratio {:.2}x (medians of {iterations}; pvf = {})",
             ms(p),
             ms(r),
-            p.as_secs_f64() / r.as_secs_f64()
+            p.as_secs_f64() / r.as_secs_f64(),
+            common::pvf_binary().display()
         );
     }
 }
