@@ -120,9 +120,10 @@ fn main() -> ExitCode {
     ExitCode::from(run(cli))
 }
 
-/// Reports a command-line error the way clap words it, with its usage line, on stderr (styled
-/// only on a terminal); with `--json`, also the one JSON object on stdout. Help and version go to
-/// stdout with exit 0; every other error is exit 64.
+/// Reports a command-line error the way clap words it, with its usage line, on stderr (plain
+/// text with control characters escaped: clap quotes the arguments it got); with `--json`, also
+/// the one JSON object on stdout. Help and version go to stdout with exit 0; every other error is
+/// exit 64.
 fn usage_error(e: &clap::Error, json: bool) -> u8 {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -143,7 +144,9 @@ fn usage_error(e: &clap::Error, json: bool) -> u8 {
             json!({"error": lines.join(" "), "verdict": Value::Null})
         );
     }
-    let _ = e.print();
+    let text = e.render().to_string();
+    let lines: Vec<_> = text.split('\n').map(escape_controls).collect();
+    eprint!("{}", lines.join("\n"));
     EXIT_USAGE
 }
 
