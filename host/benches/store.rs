@@ -3,8 +3,9 @@
 //! - `store_open/N`: opening a store directory that holds N artifacts (N = 100, 1,000, 10,000).
 //! - `checksum/<guest>`: reading and verifying a stored artifact (`ArtifactStore::check`) vs
 //!   reading the same file and hashing it with plain blake3.
-//! - `host_open`: opening a `ValidationHost` (it hashes the running executable for the
-//!   environment fingerprint) on a store holding one artifact.
+//! - `host_open`: opening a `ValidationHost` (engine, environment fingerprint, store, epoch
+//!   ticker) on a store holding one artifact, with the pooling allocator (the library's default,
+//!   `pvf serve`) and with on-demand allocation (`pvf`'s one-shot commands).
 //!
 //! The first validation after a restart (a freshly opened host, artifact on disk) against cold
 //! preparation is a row of the `table` bench, for every guest including the 12 MB JavaScript one.
@@ -78,6 +79,9 @@ fn host_open(c: &mut Criterion) {
         .unwrap();
     g.bench_function("undying_stored", |b| {
         b.iter(|| ValidationHost::new(open_dir(dir.path()), Config::new()).unwrap())
+    });
+    g.bench_function("undying_stored_on_demand", |b| {
+        b.iter(|| ValidationHost::new(open_dir(dir.path()), Config::new().pooling(false)).unwrap())
     });
     g.finish();
 }

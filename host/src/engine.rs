@@ -110,3 +110,34 @@ pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
     let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
     u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::new_engine;
+    use crate::config::Config;
+    use crate::env::EnvFingerprint;
+
+    /// The one-shot CLI commands allocate on demand while `pvf serve` and the library default
+    /// pool: both must file artifacts under the same fingerprint, so the pooling allocator must
+    /// not change wasmtime's compatibility hash (wasmtime: "usage of the pooling allocator does
+    /// not affect compiled code").
+    #[test]
+    fn pooling_does_not_change_the_fingerprint() {
+        let fingerprint = |config: &Config| {
+            let engine = new_engine(config).unwrap();
+            EnvFingerprint::from_parts(&engine, b"exe", "cpu", "kernel")
+        };
+        assert_eq!(
+            fingerprint(&Config::new()),
+            fingerprint(&Config::new().pooling(false))
+        );
+        // The hash does see compilation settings.
+        let mut other = super::wasmtime_config(&Config::new());
+        other.cranelift_nan_canonicalization(false);
+        let other = wasmtime::Engine::new(&other).unwrap();
+        assert_ne!(
+            fingerprint(&Config::new()),
+            EnvFingerprint::from_parts(&other, b"exe", "cpu", "kernel")
+        );
+    }
+}

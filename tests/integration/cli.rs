@@ -1,8 +1,13 @@
 //! The `pvf` command line, run as a real process (CONTRACT.md §2).
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
+use pvf_host::{MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES};
 use serde_json::Value;
 
 use crate::common::*;
@@ -51,6 +56,8 @@ fn validate_valid_then_hit_then_repaired() {
         (0, Some("repaired"), Some("valid"))
     );
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    // A warning through a pipe is plain text: no colour escape sequences.
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
 }
 
 #[test]
@@ -146,7 +153,7 @@ fn input_errors_exit_64_with_one_line() {
         r#"{"parent_head": "0xzz", "block_data": "", "relay_parent_number": 1}"#,
     );
     let not_json = write_file(dir.path(), "notjson.json", "parent_head=1");
-    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+    let cases: Vec<(Vec<OsString>, &str)> = vec![
         (
             vec![
                 "validate".into(),
@@ -187,9 +194,50 @@ fn input_errors_exit_64_with_one_line() {
             vec!["prepare".into(), dir.path().join("missing.wasm").into()],
             "cannot read code file",
         ),
-        (vec!["validate".into(), adder.clone().into()], "required"),
-        (vec!["frobnicate".into()], "unrecognized subcommand"),
     ];
+    let mut cases = cases;
+    // Params that parse as JSON but are not params: the message says what was expected.
+    for (value, needle) in [
+        (
+            "1e23",
+            "relay_parent_number must be an integer from 0 to 4294967295, got 1e23",
+        ),
+        (
+            "-1",
+            "relay_parent_number must be an integer from 0 to 4294967295, got -1",
+        ),
+        (
+            "7.5",
+            "relay_parent_number must be an integer from 0 to 4294967295, got 7.5",
+        ),
+        (
+            "4294967296",
+            "relay_parent_number must be an integer from 0 to 4294967295, got 4294967296",
+        ),
+        (
+            "\"7\"",
+            "relay_parent_number must be an integer from 0 to 4294967295, got a string",
+        ),
+    ] {
+        let file = write_file(
+            dir.path(),
+            "number.json",
+            format!(
+                r#"{{"parent_head": "0x01", "block_data": "0x02", "relay_parent_number": {value}}}"#
+            ),
+        );
+        let renamed = dir.path().join(format!("number{}.json", cases.len()));
+        std::fs::rename(&file, &renamed).unwrap();
+        cases.push((
+            vec![
+                "validate".into(),
+                adder.clone().into(),
+                "--params".into(),
+                renamed.into(),
+            ],
+            needle,
+        ));
+    }
     for (args, needle) in cases {
         let mut cmd = pvf(&store);
         cmd.args(&args);
@@ -333,4 +381,245 @@ fn human_output_without_json() {
         stdout.starts_with("valid (cache: miss) head_data=0x0c00000000000000"),
         "{stdout}"
     );
+}
+
+/// The largest params file `pvf` reads (README: the hex of the largest parent head and block
+/// data plus 64 KiB).
+const MAX_PARAMS_BYTES: usize = 2 * (MAX_HEAD_DATA_BYTES + MAX_BLOCK_DATA_BYTES) + 64 * 1024;
+
+/// Resident memory a refused params file may cost at most: the limit's buffer and the process
+/// (a regression that reads everything is killed here).
+const PARAMS_MEMORY_BOUND: u64 = 256 << 20;
+
+#[test]
+fn oversized_params_exit_64_with_bounded_memory() {
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let adder = pvf_test_guests::path("adder");
+    // A sparse 2 GiB file: reading it all would cost gigabytes.
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let params = |head: usize, block: usize| {
+        format!(
+            r#"{{"parent_head": "0x{}", "block_data": "0x{}", "relay_parent_number": 7}}"#,
+            "00".repeat(head),
+            "11".repeat(block)
+        )
+    };
+    let big_head = write_file(dir.path(), "head.json", params(MAX_HEAD_DATA_BYTES + 1, 8));
+    let big_block = write_file(
+        dir.path(),
+        "block.json",
+        params(8, MAX_BLOCK_DATA_BYTES + 1),
+    );
+    let too_large = format!("larger than the limit of {MAX_PARAMS_BYTES} bytes");
+    // (params argument, stdin, expected reason)
+    let cases: Vec<(PathBuf, Option<&str>, String)> = vec![
+        ("/dev/zero".into(), None, too_large.clone()),
+        (huge, None, too_large.clone()),
+        ("-".into(), Some("/dev/zero"), too_large.clone()),
+        (
+            big_head,
+            None,
+            format!(
+                "parent_head is {} bytes, more than the limit of {MAX_HEAD_DATA_BYTES} bytes",
+                MAX_HEAD_DATA_BYTES + 1
+            ),
+        ),
+        (
+            big_block,
+            None,
+            format!(
+                "block_data is {} bytes, more than the limit of {MAX_BLOCK_DATA_BYTES} bytes",
+                MAX_BLOCK_DATA_BYTES + 1
+            ),
+        ),
+    ];
+    for (params, stdin, needle) in cases {
+        for json in [false, true] {
+            let mut cmd = pvf(&store);
+            cmd.arg("validate").arg(&adder).arg("--params").arg(&params);
+            if json {
+                cmd.arg("--json");
+            }
+            if let Some(stdin) = stdin {
+                cmd.stdin(std::fs::File::open(stdin).unwrap());
+            }
+            let (out, peak) = run_bounded(&mut cmd, Duration::from_secs(60), PARAMS_MEMORY_BOUND);
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            eprintln!("{params:?} (json: {json}): peak resident memory seen {peak} bytes");
+            assert_eq!(out.status.code(), Some(64), "{params:?}: {stdout} {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{params:?}: {stderr:?}");
+            assert!(stderr.contains(&needle), "{params:?}: {stderr}");
+            if json {
+                let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+                assert!(v["error"].as_str().unwrap().contains(&needle), "{v}");
+            } else {
+                assert!(stdout.is_empty(), "{stdout}");
+            }
+        }
+    }
+}
+
+#[test]
+fn usage_errors_keep_clap_message_and_usage() {
+    let dir = store_dir();
+    let adder: OsString = pvf_test_guests::path("adder").into();
+    let not_utf8: OsString = OsStr::from_bytes(b"\xffcode.wasm").into();
+    let args = |list: &[&OsStr]| list.iter().map(|a| a.to_os_string()).collect::<Vec<_>>();
+    let o = OsStr::new;
+    let cases: Vec<(Vec<OsString>, &[&str])> = vec![
+        (
+            args(&[o("prepare")]),
+            &[
+                "the following required arguments were not provided",
+                "<CODE>",
+                "Usage: pvf prepare",
+            ],
+        ),
+        (
+            args(&[o("validate"), &adder]),
+            &["--params <FILE>", "Usage: pvf validate"],
+        ),
+        (args(&[o("validate"), &not_utf8]), &["--params <FILE>"]),
+        (
+            args(&[o("frobnicate")]),
+            &["unrecognized subcommand 'frobnicate'", "Usage: pvf"],
+        ),
+        // clap quotes what it got: escaped on stderr like every human line.
+        (
+            args(&[o("frob\x1b[2K\rnicate")]),
+            &["unrecognized subcommand", "Usage: pvf"],
+        ),
+        (
+            args(&[
+                o("validate"),
+                &adder,
+                o("--params"),
+                o("p.json"),
+                o("--priority"),
+                o("urgent"),
+            ]),
+            &["invalid value 'urgent' for '--priority <PRIORITY>'"],
+        ),
+    ];
+    for (args, needles) in cases {
+        for json in [false, true] {
+            let mut cmd = pvf(dir.path());
+            cmd.args(&args);
+            if json {
+                cmd.arg("--json");
+            }
+            let out = run(&mut cmd);
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert_eq!(out.status.code(), Some(64), "{args:?}: {stdout} {stderr}");
+            assert!(
+                stderr.starts_with("error: ") && !stderr.contains("error: error:"),
+                "{args:?}: {stderr}"
+            );
+            assert!(
+                !stderr.replace('\n', "").chars().any(is_dangerous),
+                "{args:?}: no colour or control characters: {stderr:?}"
+            );
+            for needle in needles {
+                assert!(stderr.contains(needle), "{args:?}: {needle:?} in {stderr}");
+            }
+            if json {
+                assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout}");
+                let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+                let error = v["error"].as_str().unwrap();
+                for needle in needles {
+                    assert!(error.contains(needle), "{args:?}: {needle:?} in {v}");
+                }
+            } else {
+                assert!(stdout.is_empty(), "{args:?}: {stdout}");
+            }
+        }
+    }
+}
+
+/// What must never reach a terminal raw (the CLI escapes it in human output).
+fn is_dangerous(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+#[test]
+fn human_output_escapes_control_characters() {
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let adder = pvf_test_guests::path("adder");
+    for (i, dangerous) in [
+        "\u{1b}[2K\u{1b}[1G",
+        "\r",
+        "\n",
+        "\0",
+        "\u{7}",
+        "\u{9b}",
+        "\u{202e}",
+        "\u{2066}",
+        "\u{2028}",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // An unknown field whose name the error message quotes; and a code file that is not
+        // there, whose name the error message quotes.
+        let fake = format!("{dangerous}valid (cache: hit)");
+        let mut params: Value = serde_json::from_str(ADDER_PARAMS).unwrap();
+        params[&fake] = Value::from(1);
+        let params = write_file(dir.path(), &format!("params{i}.json"), params.to_string());
+        let missing = dir.path().join(format!("missing{dangerous}.wasm"));
+        let mut cases = vec![(&adder, fake.clone())];
+        // (No NUL in a path: an argument cannot hold one.)
+        if !dangerous.contains('\0') {
+            cases.push((&missing, missing.display().to_string()));
+        }
+        for (code, needle) in cases {
+            // Reasons are one line, in JSON too: a line break becomes a space.
+            let needle = needle.replace('\n', " ");
+            for json in [false, true] {
+                let mut cmd = pvf(&store);
+                cmd.arg("validate").arg(code).arg("--params").arg(&params);
+                if json {
+                    cmd.arg("--json");
+                }
+                let out = run(&mut cmd);
+                let (stdout, stderr) = (
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                );
+                assert_eq!(out.status.code(), Some(64), "{dangerous:?}: {stderr}");
+                let line = stderr.strip_suffix('\n').unwrap_or(&stderr);
+                assert!(
+                    !line.chars().any(is_dangerous),
+                    "{dangerous:?}: raw control characters on stderr: {stderr:?}"
+                );
+                assert!(line.contains("valid (cache: hit)") || line.contains("missing"));
+                if json {
+                    // JSON is unchanged: the encoder escapes, the reader gets the text back.
+                    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+                    assert!(v["error"].as_str().unwrap().contains(&needle), "{v}");
+                }
+            }
+        }
+    }
 }

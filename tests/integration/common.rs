@@ -260,3 +260,42 @@ impl BadEntry {
 pub fn entry_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
+
+/// The peak resident memory of process `pid` so far (`VmHWM`), in bytes, if it can be read.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs `cmd` like [`run`], but kills it and fails the test when its resident memory passes
+/// `max_rss` bytes (sampled every few milliseconds while it runs) or it runs for `deadline`.
+/// Returns the output and the highest peak resident memory seen (a lower bound of the true
+/// peak: a process that ends between two samples is not seen at its peak).
+pub fn run_bounded(cmd: &mut Command, deadline: Duration, max_rss: u64) -> (Output, u64) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pvf");
+    let ends = std::time::Instant::now() + deadline;
+    let mut peak = 0;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return (child.wait_with_output().expect("collect output"), peak);
+        }
+        peak = peak.max(peak_rss(child.id()).unwrap_or(0));
+        if peak > max_rss {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pvf used more than {max_rss} bytes of memory ({peak}): {cmd:?}");
+        }
+        if std::time::Instant::now() > ends {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pvf did not finish within {deadline:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

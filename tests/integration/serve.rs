@@ -1,13 +1,15 @@
 //! `pvf serve`: JSON lines in and out, the metrics endpoint, graceful shutdown at end of input.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::Stdio;
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{pvf, run_json, store_dir, write_file};
+use pvf_host::{MAX_BLOCK_DATA_BYTES, MAX_HEAD_DATA_BYTES};
+
+use crate::common::{peak_rss, pvf, run_json, store_dir, write_file};
 use crate::service::{http_get, metric};
 
 fn guest_path(name: &str) -> String {
@@ -217,4 +219,133 @@ fn validate_takes_a_priority() {
         "urgent",
     ]));
     assert_eq!(code, 64, "{stderr}");
+}
+
+/// The longest request line `pvf serve` reads (README: the largest params file, i.e. the hex of
+/// the largest parent head and block data plus 64 KiB, plus 64 KiB for the other fields).
+const MAX_REQUEST_LINE_BYTES: usize =
+    2 * (MAX_HEAD_DATA_BYTES + MAX_BLOCK_DATA_BYTES) + 64 * 1024 + 64 * 1024;
+
+/// A child process killed when the test ends, also by a failed assertion.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes `bytes` to `stdin` on a thread (a server that stops reading must fail the test through
+/// a bounded wait, not hang it); the thread gives `stdin` back.
+fn write_on_thread(
+    mut stdin: ChildStdin,
+    bytes: Vec<u8>,
+) -> std::thread::JoinHandle<std::io::Result<ChildStdin>> {
+    std::thread::spawn(move || {
+        stdin.write_all(&bytes)?;
+        stdin.flush()?;
+        Ok(stdin)
+    })
+}
+
+#[test]
+fn serve_refuses_bad_lines_and_keeps_serving() {
+    let dir = store_dir();
+    let mut child = KillOnDrop(
+        pvf(dir.path())
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pvf serve"),
+    );
+    let stdout = lines_of(child.0.stdout.take().unwrap());
+    let mut stdin = child.0.stdin.take().unwrap();
+    // (what to write, the error it must be answered with at once, what ends the line)
+    let cases: Vec<(Vec<u8>, &str, Vec<u8>)> = vec![
+        // No line break in sight: refused as soon as the limit is passed, then the rest of the
+        // line (more than the limit again) is dropped.
+        (
+            vec![b'x'; MAX_REQUEST_LINE_BYTES + 1],
+            "request line longer than the limit",
+            [vec![b'{'; MAX_REQUEST_LINE_BYTES + 10], b"\n".to_vec()].concat(),
+        ),
+        (
+            b"{\"id\": \"\xff\xfe\"}\n".to_vec(),
+            "a request line must be UTF-8",
+            Vec::new(),
+        ),
+    ];
+    for (i, (bytes, needle, rest)) in cases.into_iter().enumerate() {
+        let writer = write_on_thread(stdin, bytes);
+        let line = stdout
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("case {i}: no answer before the line ended"));
+        let value: Value = serde_json::from_str(&line).expect("one JSON object per line");
+        assert!(
+            value["error"].as_str().unwrap_or_default().contains(needle),
+            "case {i}: {value}"
+        );
+        stdin = writer.join().unwrap().expect("write the line");
+        // The rest of the line, then a good request: it is served.
+        let request =
+            json!({"id": i, "code": guest_path("adder"), "params": adder_params_json(40, 2)});
+        let writer = write_on_thread(stdin, [rest, format!("{request}\n").into_bytes()].concat());
+        let line = stdout
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("case {i}: the next request was not served"));
+        let value: Value = serde_json::from_str(&line).expect("one JSON object per line");
+        assert_eq!(value["id"], i, "case {i}: {value}");
+        assert_eq!(value["verdict"], "valid", "case {i}: {value}");
+        stdin = writer.join().unwrap().expect("write the request");
+    }
+    // Two lines of more than 23 MB went through; the server never held one.
+    let peak = peak_rss(child.0.id()).expect("the server's memory");
+    eprintln!("pvf serve: peak resident memory {peak} bytes");
+    assert!(peak < 256 << 20, "pvf serve held {peak} bytes");
+    drop(stdin);
+    for _ in 0..600 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("pvf serve did not exit within 60 s of the end of input");
+}
+
+/// One-shot commands allocate instances on demand, `serve` from the pooling allocator: the
+/// artifacts they store are the same, filed under the same fingerprint.
+#[test]
+fn one_shot_commands_and_serve_share_the_store() {
+    let dir = store_dir();
+    let (code, prepared, stderr) =
+        run_json(pvf(dir.path()).args(["prepare", &guest_path("adder")]));
+    assert_eq!(
+        (code, prepared["cache"].as_str()),
+        (0, Some("miss")),
+        "{stderr}"
+    );
+    let mut child = KillOnDrop(
+        pvf(dir.path())
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pvf serve"),
+    );
+    let stdout = lines_of(child.0.stdout.take().unwrap());
+    let request = json!({"id": 1, "code": guest_path("adder"), "params": adder_params_json(1, 2)});
+    let writer = write_on_thread(child.0.stdin.take().unwrap(), format!("{request}\n").into());
+    let line = stdout
+        .recv_timeout(Duration::from_secs(60))
+        .expect("an answer");
+    let value: Value = serde_json::from_str(&line).expect("one JSON object");
+    assert_eq!(value["verdict"], "valid", "{value}");
+    assert_eq!(value["cache"], "hit", "{value}");
+    assert_eq!(value["code_hash"], prepared["code_hash"]);
+    drop(writer.join().unwrap().expect("write the request"));
 }

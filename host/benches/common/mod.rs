@@ -218,9 +218,10 @@ impl Raw {
     /// Deserializes artifact bytes read from a file this benchmark wrote.
     pub fn deserialize(&self, bytes: &[u8]) -> Component {
         #[allow(unsafe_code)]
-        // SAFETY: the bytes come from a file written by this benchmark with what
-        // `Engine::precompile_component` returned for an engine with the same configuration in
-        // this process, and nothing else writes it.
+        // SAFETY: the bytes come from a file written by this benchmark (this process, or the
+        // bench process that started this one-shot raw process) with what
+        // `Engine::precompile_component` returned for an engine with the same configuration, and
+        // nothing else writes it.
         let component = unsafe { Component::deserialize(&self.engine, bytes) };
         component.expect("deserialize")
     }
@@ -289,6 +290,14 @@ impl Raw {
     }
 }
 
+/// The `pvf` binary the benches run: this build's, or the one `PVF_BENCH_PVF` names (e.g. a copy
+/// of an earlier build, to measure before and after a change in the same conditions).
+pub fn pvf_binary() -> PathBuf {
+    std::env::var_os("PVF_BENCH_PVF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pvf")))
+}
+
 /// Runs `pvf --json validate CODE --params PARAMS` once, as its own process (the
 /// process-per-call design), on the store `cache_dir`; stdin closed, stderr discarded.
 pub fn pvf_validate_process(
@@ -296,7 +305,7 @@ pub fn pvf_validate_process(
     code: &Path,
     params_file: &Path,
 ) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pvf"))
+    std::process::Command::new(pvf_binary())
         .arg("--cache-dir")
         .arg(cache_dir)
         .args(["--json", "validate"])

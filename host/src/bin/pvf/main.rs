@@ -23,7 +23,9 @@ use pvf_host::{
 };
 use serde_json::{Value, json};
 
-use output::{EXIT_INDETERMINATE, EXIT_INVALID, EXIT_OK, Output, hex0x};
+use output::{
+    EXIT_INDETERMINATE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Output, escape_controls, hex0x,
+};
 
 /// Prepare, pre-check and validate PVFs (WebAssembly components targeting
 /// pvf:validation/validation-function), keeping compiled artifacts in a persistent store.
@@ -109,55 +111,95 @@ enum CacheCommand {
 }
 
 fn main() -> ExitCode {
-    let json = std::env::args().any(|a| a == "--json");
+    // `args_os`: an argument that is not UTF-8 is clap's to judge, not a panic.
+    let json = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let message = e
-                .kind()
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string());
-            let out = Output { json };
-            let code = out.usage_error(&format!(
-                "{}; see `pvf --help`",
-                first_line(&e.to_string()).unwrap_or(message)
-            ));
-            return ExitCode::from(code);
-        }
+        Err(e) => return ExitCode::from(usage_error(&e, json)),
     };
+    init_logging();
+    ExitCode::from(run(cli))
+}
+
+/// Reports a command-line error the way clap words it, with its usage line, on stderr (plain
+/// text with control characters escaped: clap quotes the arguments it got); with `--json`, also
+/// the one JSON object on stdout. Help and version go to stdout with exit 0; every other error is
+/// exit 64.
+fn usage_error(e: &clap::Error, json: bool) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return EXIT_OK;
+    }
+    if json {
+        // clap's text, plain, on one line: "error: " and the pointer to --help dropped.
+        let text = e.render().to_string();
+        let text = text.trim_start().strip_prefix("error: ").unwrap_or(&text);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+            .collect();
+        println!(
+            "{}",
+            json!({"error": lines.join(" "), "verdict": Value::Null})
+        );
+    }
+    let text = e.render().to_string();
+    let lines: Vec<_> = text.split('\n').map(escape_controls).collect();
+    eprint!("{}", lines.join("\n"));
+    EXIT_USAGE
+}
+
+/// Logs (`tracing`) to stderr: warnings by default, `PVF_LOG` to choose; colours only when stderr
+/// is a terminal; control characters in messages and fields escaped ([`log_fields`]).
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .fmt_fields(log_fields())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PVF_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    ExitCode::from(run(cli))
 }
 
-fn first_line(s: &str) -> Option<String> {
-    s.lines()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
+/// How log messages and fields are written: like tracing's default (`message name=value ...`),
+/// with control characters escaped ([`escape_controls`]): a guest's output and reasons reach the
+/// log.
+fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(
+        |w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+         field: &tracing::field::Field,
+         value: &dyn std::fmt::Debug| {
+            let text = format!("{value:?}");
+            match field.name() {
+                "message" => write!(w, "{}", escape_controls(&text)),
+                name => write!(w, "{name}={}", escape_controls(&text)),
+            }
+        },
+    )
+    .delimited(" ")
 }
 
 fn run(cli: Cli) -> u8 {
     let out = Output { json: cli.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // `serve` runs requests concurrently: worker threads, I/O (stdin, metrics) and signals. A
+    // one-shot command runs one request: a current-thread runtime with timers (the service's
+    // deadlines) is enough, and starts no threads (executions run in `spawn_blocking`).
+    let runtime = if matches!(cli.command, Command::Serve { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             let reason = format!("cannot start the async runtime: {e}");
@@ -199,6 +241,12 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
     // Inspecting the store must not remove other environments' directories; pruning says so.
     if let Command::Cache(_) = cli.command {
         config = config.keep_other_fingerprints(true);
+    }
+    // A one-shot command runs at most a few instances: reserving and setting up the pooling
+    // allocator's slots would cost more than the whole validation. `serve` keeps the pool. The
+    // artifacts are the same (the pool is not part of the fingerprint; see engine.rs's tests).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        config = config.pooling(false);
     }
     let service = match open_service(&cli.cache_dir, service_config.host(config)) {
         Ok(service) => service,
@@ -275,18 +323,17 @@ fn read_code(path: &Path, config: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(code)
 }
 
+/// Reads and parses the params file (`-`: stdin), at most [`params::MAX_PARAMS_BYTES`] of it.
 fn read_params(path: &Path) -> anyhow::Result<pvf_host::ValidationParams> {
-    let mut text = String::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read params from stdin")?;
+    let text = if path == Path::new("-") {
+        params::read_bounded(std::io::stdin().lock(), params::MAX_PARAMS_BYTES)
+            .context("cannot read params from stdin")?
     } else {
-        let mut file = cap_std::fs::File::open_ambient(path, ambient_authority())
+        let file = cap_std::fs::File::open_ambient(path, ambient_authority())
             .with_context(|| format!("cannot read params file {}", path.display()))?;
-        file.read_to_string(&mut text)
-            .with_context(|| format!("cannot read params file {}", path.display()))?;
-    }
+        params::read_bounded(file, params::MAX_PARAMS_BYTES)
+            .with_context(|| format!("cannot read params file {}", path.display()))?
+    };
     params::parse(&text)
 }
 
@@ -366,7 +413,7 @@ impl Spinner {
             indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
-        bar.set_message(message.to_string());
+        bar.set_message(escape_controls(message).into_owned());
         bar.enable_steady_tick(Duration::from_millis(120));
         Self(Some(bar))
     }
@@ -377,5 +424,46 @@ impl Drop for Spinner {
         if let Some(bar) = self.0.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A log destination the test can read.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logs_escape_control_characters() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(super::log_fields())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let reason = "guest\r\x1b[2Kvalid\u{202e}";
+            tracing::warn!(reason = %reason, quoted = reason, "message \x1b[31m{}", "\0");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line = text.strip_suffix('\n').expect("one line");
+        assert!(!line.chars().any(crate::output::is_dangerous), "{line:?}");
+        assert!(
+            line.contains(r"message \u{1b}[31m\0 reason=guest\r\u{1b}[2Kvalid\u{202e} quoted="),
+            "{line}"
+        );
     }
 }

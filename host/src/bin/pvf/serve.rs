@@ -12,6 +12,10 @@
 //! could not be read (the service keeps going). Requests run concurrently; answers come in
 //! completion order. At the end of input (or on SIGINT/SIGTERM) the service shuts down
 //! gracefully and a summary goes to stderr.
+//!
+//! A request line holds at most [`MAX_REQUEST_LINE_BYTES`]: the largest params file plus room
+//! for the other fields. A longer line is answered with an error as soon as the limit is passed;
+//! the rest of it is read and dropped without being kept, and the next line is served.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,10 +26,19 @@ use std::time::Duration;
 
 use pvf_host::{CodeHash, CodeRef, Config, ExecutionPriority, ValidationService};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinSet;
 
-use crate::output::{EXIT_INDETERMINATE, EXIT_OK, Output};
+use crate::output::{EXIT_INDETERMINATE, EXIT_OK, Output, one_line};
+use crate::params::MAX_PARAMS_BYTES;
+
+/// Room in a request line beyond its params: the id, the code path or hash, the priority, the
+/// keys and whitespace.
+pub const REQUEST_SLACK_BYTES: usize = 64 * 1024;
+
+/// The longest request line, in bytes (without its `\n`; a `\r` before it counts): the largest
+/// params file ([`MAX_PARAMS_BYTES`]) plus [`REQUEST_SLACK_BYTES`], 23,199,744 bytes.
+pub const MAX_REQUEST_LINE_BYTES: usize = MAX_PARAMS_BYTES + REQUEST_SLACK_BYTES;
 
 /// Code files read so far, by path: each file is read once per `serve` session.
 type CodeFiles = Arc<Mutex<HashMap<PathBuf, Arc<[u8]>>>>;
@@ -55,7 +68,7 @@ pub(crate) async fn run(
     };
     let files: CodeFiles = Arc::default();
     let mut tasks = JoinSet::new();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = BoundedLines::new(tokio::io::stdin(), MAX_REQUEST_LINE_BYTES);
     let mut requests = 0u64;
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -70,10 +83,15 @@ pub(crate) async fn run(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let line = match line {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
+            Ok(Line::Text(line)) => line,
+            Ok(Line::Refused(reason)) => {
+                requests += 1;
+                print_line(&json!({"id": Value::Null, "error": reason}));
+                continue;
+            }
+            Ok(Line::End) => break,
             Err(e) => {
-                eprintln!("cannot read stdin: {e}");
+                eprintln!("cannot read stdin: {}", one_line(&e.to_string()));
                 break;
             }
         };
@@ -164,7 +182,7 @@ async fn handle(
     let params = request
         .get("params")
         .ok_or_else(|| anyhow::anyhow!("a validation request needs \"params\""))?;
-    let params = crate::params::parse(&params.to_string())?;
+    let params = crate::params::parse_value(params)?;
     let priority = match request.get("priority") {
         None => ExecutionPriority::Backing,
         Some(Value::String(p)) => p.parse().map_err(anyhow::Error::msg)?,
@@ -187,6 +205,101 @@ fn code_file(files: &CodeFiles, config: &Config, path: &str) -> anyhow::Result<A
     Ok(code)
 }
 
+/// What [`BoundedLines::next_line`] read.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// A line, without its line break (`\n` or `\r\n`); at most the limit with the `\r`.
+    Text(String),
+    /// A line that cannot be served (too long, not UTF-8, no memory), and why. The rest of a
+    /// line too long is skipped.
+    Refused(String),
+    /// The end of input.
+    End,
+}
+
+/// Lines of a reader, each at most `limit` bytes, read without ever holding more than `limit`
+/// bytes of one line. Cancel-safe (the state lives here, between reads), so it can be raced in
+/// `select!`.
+struct BoundedLines<R> {
+    reader: BufReader<R>,
+    limit: usize,
+    /// The line read so far.
+    line: Vec<u8>,
+    /// Dropping the rest of a line that was too long.
+    skipping: bool,
+}
+
+impl<R: AsyncRead + Unpin> BoundedLines<R> {
+    fn new(reader: R, limit: usize) -> Self {
+        Self::with_buffer(reader, limit, 64 * 1024)
+    }
+
+    /// [`BoundedLines::new`] reading `buffer` bytes at a time.
+    fn with_buffer(reader: R, limit: usize, buffer: usize) -> Self {
+        Self {
+            reader: BufReader::with_capacity(buffer, reader),
+            limit,
+            line: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// The next line; a line over the limit is refused as soon as the limit is passed.
+    async fn next_line(&mut self) -> std::io::Result<Line> {
+        loop {
+            let chunk = self.reader.fill_buf().await?;
+            if chunk.is_empty() {
+                self.skipping = false;
+                if self.line.is_empty() {
+                    return Ok(Line::End);
+                }
+                return Ok(self.finish());
+            }
+            let (part, used, ends) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..i], i + 1, true),
+                None => (chunk, chunk.len(), false),
+            };
+            if self.skipping {
+                self.reader.consume(used);
+                self.skipping = !ends;
+                continue;
+            }
+            let refused = if self.line.len() + part.len() > self.limit {
+                Some(format!(
+                    "request line longer than the limit of {} bytes",
+                    self.limit
+                ))
+            } else if self.line.try_reserve(part.len()).is_err() {
+                Some("cannot allocate memory for the request line".to_string())
+            } else {
+                self.line.extend_from_slice(part);
+                None
+            };
+            self.reader.consume(used);
+            if let Some(reason) = refused {
+                self.line = Vec::new();
+                self.skipping = !ends;
+                return Ok(Line::Refused(reason));
+            }
+            if ends {
+                return Ok(self.finish());
+            }
+        }
+    }
+
+    /// The line read so far, as text.
+    fn finish(&mut self) -> Line {
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        match String::from_utf8(line) {
+            Ok(text) => Line::Text(text),
+            Err(_) => Line::Refused("a request line must be UTF-8".to_string()),
+        }
+    }
+}
+
 fn print_line(value: &Value) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{value}");
@@ -207,5 +320,61 @@ async fn shutdown_signal() {
             }
         }
         _ => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BoundedLines, Line};
+
+    /// Every line of `input` read with `limit`, `buffer` bytes at a time.
+    fn lines(input: &[u8], limit: usize, buffer: usize) -> Vec<Line> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut reader = BoundedLines::with_buffer(input, limit, buffer);
+            let mut out = Vec::new();
+            loop {
+                match reader.next_line().await.unwrap() {
+                    Line::End => return out,
+                    line => out.push(line),
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn lines_are_bounded_whatever_the_chunks() {
+        let text = |s: &str| Line::Text(s.to_string());
+        let long = || Line::Refused("request line longer than the limit of 8 bytes".to_string());
+        let utf8 = || Line::Refused("a request line must be UTF-8".to_string());
+        let cases: Vec<(&[u8], Vec<Line>)> = vec![
+            (b"", vec![]),
+            (
+                b"a\nbb\r\n\nccc",
+                vec![text("a"), text("bb"), text(""), text("ccc")],
+            ),
+            (b"12345678\n", vec![text("12345678")]),
+            (b"1234567\r\n", vec![text("1234567")]),
+            (b"12345678\r\nnext\n", vec![long(), text("next")]),
+            (b"123456789\nnext\n", vec![long(), text("next")]),
+            (b"123456789", vec![long()]),
+            (
+                b"12345678901234567890123\n\nnext",
+                vec![long(), text(""), text("next")],
+            ),
+            (b"\xff\xfe\nnext\n", vec![utf8(), text("next")]),
+        ];
+        for (input, expected) in cases {
+            for buffer in [1, 2, 3, 7, 64] {
+                assert_eq!(
+                    lines(input, 8, buffer),
+                    expected,
+                    "{:?} read {buffer} bytes at a time",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
     }
 }
