@@ -37,6 +37,10 @@ pub enum PrepareError {
     /// signature, or imports this host does not provide). Permanent.
     #[error("code does not target pvf:validation/validation-function: {0}")]
     WrongWorld(String),
+    /// Compiling failed for a reason of this host, not of the code: the operating system
+    /// refused a resource (memory for code, a thread). Transient: a later attempt may succeed.
+    #[error("preparation failed on this host: {0}")]
+    Host(String),
 }
 
 /// Why reading or writing the artifact store failed.
@@ -216,6 +220,7 @@ impl ValidationError {
     /// | error | class |
     /// |---|---|
     /// | code too large, undecompressable, invalid, wrong world | deterministic |
+    /// | preparation failed for a reason of this host (an OS error while compiling) | indeterminate |
     /// | guest `err`, trap, instantiation trap, resource limit | deterministic |
     /// | construction or link failure (only reached on a *fresh* artifact) | deterministic |
     /// | wall-clock timeout, internal error, store I/O | indeterminate |
@@ -230,6 +235,7 @@ impl ValidationError {
                 | PrepareError::InvalidCode(_)
                 | PrepareError::WrongWorld(_),
             ) => Deterministic,
+            Self::Prepare(PrepareError::Host(_)) => Indeterminate,
             Self::Execute(e) => match e {
                 ExecuteError::Construction(_)
                 | ExecuteError::Link(_)

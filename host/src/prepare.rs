@@ -55,10 +55,27 @@ pub(crate) fn compile(
             "a core WebAssembly module, not a component".into(),
         ));
     }
-    let component =
-        Component::new(engine, code).map_err(|e| PrepareError::InvalidCode(format!("{e:#}")))?;
+    let component = Component::new(engine, code).map_err(compile_error)?;
     let pre = link(linker, &component).map_err(PrepareError::WrongWorld)?;
     Ok((component, pre))
+}
+
+/// Classifies a failure of `Component::new`: an operating-system error anywhere in its chain
+/// (mapping executable memory, spawning a compile thread, ...) is a local fault of this host;
+/// anything else is the code's (it does not validate, or cannot be compiled by this compiler).
+///
+/// This is the first half of the rule "only wasm validation errors, contract mismatches and
+/// measured limits are deterministic preparation failures"; compiling in a confined worker
+/// process, whose death is indeterminate, is the second.
+fn compile_error(err: wasmtime::Error) -> PrepareError {
+    let os_error = err
+        .chain()
+        .any(|e| e.is::<std::io::Error>() || e.is::<rustix::io::Errno>());
+    if os_error {
+        PrepareError::Host(format!("{err:#}"))
+    } else {
+        PrepareError::InvalidCode(format!("{err:#}"))
+    }
 }
 
 /// Links `component` against the host's imports and finds the `validate-block` export.
@@ -71,4 +88,27 @@ pub(crate) fn link(
         .instantiate_pre(component)
         .map_err(|e| format!("{e:#}"))?;
     ValidationFunctionPre::new(instance_pre).map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_while_compiling_is_the_hosts_fault_not_the_codes() {
+        let refused = wasmtime::Error::new(std::io::Error::from_raw_os_error(12))
+            .context("mmap failed to allocate 0x2959000 bytes");
+        assert!(matches!(compile_error(refused), PrepareError::Host(_)));
+        let errno = wasmtime::Error::new(rustix::io::Errno::NOMEM).context("compiling");
+        assert!(matches!(compile_error(errno), PrepareError::Host(_)));
+        let invalid = wasmtime::Error::msg("type mismatch: expected i32");
+        assert!(matches!(
+            compile_error(invalid),
+            PrepareError::InvalidCode(_)
+        ));
+        // And real invalid code stays the code's fault.
+        let engine = Engine::default();
+        let err = Component::new(&engine, b"\0asm\x0d\0\x01\0garbage").unwrap_err();
+        assert!(matches!(compile_error(err), PrepareError::InvalidCode(_)));
+    }
 }
