@@ -533,6 +533,15 @@ fn usage_errors_keep_clap_message_and_usage() {
             for needle in needles {
                 assert!(stderr.contains(needle), "{args:?}: {needle:?} in {stderr}");
             }
+            // The contract's one-line reason: the first line says what is wrong, whole (the
+            // usage follows after a blank line).
+            let first = stderr.lines().next().unwrap_or("");
+            for needle in needles.iter().filter(|n| !n.starts_with("Usage:")) {
+                assert!(
+                    first.contains(needle),
+                    "{args:?}: {needle:?} in the first line {first:?}"
+                );
+            }
             if json {
                 assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout}");
                 let v: Value = serde_json::from_str(&stdout).expect("one JSON object");

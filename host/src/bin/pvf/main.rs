@@ -121,33 +121,49 @@ fn main() -> ExitCode {
     ExitCode::from(run(cli))
 }
 
-/// Reports a command-line error the way clap words it, with its usage line, on stderr (plain
-/// text with control characters escaped: clap quotes the arguments it got); with `--json`, also
-/// the one JSON object on stdout. Help and version go to stdout with exit 0; every other error is
-/// exit 64.
+/// Reports a command-line error the way clap words it: first the reason on one line (the
+/// contract's one-line reason: clap's message with its line breaks joined), then clap's usage
+/// lines, on stderr (plain text with control characters escaped: clap quotes the arguments it
+/// got); with `--json`, also the one JSON object on stdout. Help and version go to stdout with
+/// exit 0; every other error is exit 64.
 fn usage_error(e: &clap::Error, json: bool) -> u8 {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
         return EXIT_OK;
     }
+    let text = e.render().to_string();
+    let text = text.trim_start().strip_prefix("error: ").unwrap_or(&text);
+    // clap's message, then after a blank line its tips, "Usage: ..." and "For more information".
+    let (message, usage) = match text.find("\n\n") {
+        Some(at) => (&text[..at], text[at..].trim()),
+        None => (text, ""),
+    };
+    let reason: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let reason = reason.join(" ");
     if json {
-        // clap's text, plain, on one line: "error: " and the pointer to --help dropped.
-        let text = e.render().to_string();
-        let text = text.trim_start().strip_prefix("error: ").unwrap_or(&text);
-        let lines: Vec<&str> = text
+        let usage_line = usage
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
-            .collect();
-        println!(
-            "{}",
-            json!({"error": lines.join(" "), "verdict": Value::Null})
-        );
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap_or("");
+        let full = [reason.as_str(), usage_line]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!("{}", json!({"error": full, "verdict": Value::Null}));
     }
-    let text = e.render().to_string();
-    let lines: Vec<_> = text.split('\n').map(escape_controls).collect();
-    eprint!("{}", lines.join("\n"));
+    eprintln!("error: {}", escape_controls(&reason));
+    if !usage.is_empty() {
+        let lines: Vec<_> = usage.split('\n').map(escape_controls).collect();
+        eprintln!("\n{}", lines.join("\n"));
+    }
     EXIT_USAGE
 }
 
