@@ -349,3 +349,47 @@ fn one_shot_commands_and_serve_share_the_store() {
     assert_eq!(value["code_hash"], prepared["code_hash"]);
     drop(writer.join().unwrap().expect("write the request"));
 }
+
+/// Requests whose guests sleep until the end of time (more of them than execution slots) are
+/// answered at once, and the server shuts down at the end of input: a guest's sleep is
+/// virtual, so it can neither hold a slot nor stall shutdown.
+#[test]
+fn sleeping_guests_neither_hold_slots_nor_stall_shutdown() {
+    let dir = store_dir();
+    let mut child = pvf(dir.path())
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pvf serve");
+    let answers = lines_of(child.stdout.take().expect("stdout"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Mode 0 of `hostile`: subscribe-instant(u64::MAX), then block.
+    let params = json!({"parent_head": "", "block_data": "0x00", "relay_parent_number": 1});
+    let requests = 6;
+    for id in 0..requests {
+        let line = json!({"id": id, "code": guest_path("hostile"), "params": params});
+        writeln!(stdin, "{line}").expect("write a request");
+    }
+    drop(stdin); // end of input: graceful shutdown after the answers
+    for _ in 0..requests {
+        let line = answers
+            .recv_timeout(Duration::from_secs(120))
+            .expect("every request answered: a sleeping guest held the server");
+        let answer: Value = serde_json::from_str(&line).expect("a JSON answer");
+        assert_eq!(answer["verdict"], "valid", "{answer}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pvf serve did not shut down within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
