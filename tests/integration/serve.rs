@@ -249,18 +249,23 @@ fn write_on_thread(
     })
 }
 
-#[test]
-fn serve_refuses_bad_lines_and_keeps_serving() {
-    let dir = store_dir();
-    let mut child = KillOnDrop(
-        pvf(dir.path())
+/// `pvf serve` on `dir`, stdin and stdout piped, killed when dropped.
+fn spawn_serve(dir: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        pvf(dir)
             .arg("serve")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn pvf serve"),
-    );
+    )
+}
+
+#[test]
+fn serve_refuses_bad_lines_and_keeps_serving() {
+    let dir = store_dir();
+    let mut child = spawn_serve(dir.path());
     let stdout = lines_of(child.0.stdout.take().unwrap());
     let mut stdin = child.0.stdin.take().unwrap();
     // (what to write, the error it must be answered with at once, what ends the line)
@@ -328,15 +333,7 @@ fn one_shot_commands_and_serve_share_the_store() {
         (0, Some("miss")),
         "{stderr}"
     );
-    let mut child = KillOnDrop(
-        pvf(dir.path())
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn pvf serve"),
-    );
+    let mut child = spawn_serve(dir.path());
     let stdout = lines_of(child.0.stdout.take().unwrap());
     let request = json!({"id": 1, "code": guest_path("adder"), "params": adder_params_json(1, 2)});
     let writer = write_on_thread(child.0.stdin.take().unwrap(), format!("{request}\n").into());
@@ -356,15 +353,9 @@ fn one_shot_commands_and_serve_share_the_store() {
 #[test]
 fn sleeping_guests_neither_hold_slots_nor_stall_shutdown() {
     let dir = store_dir();
-    let mut child = pvf(dir.path())
-        .arg("serve")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pvf serve");
-    let answers = lines_of(child.stdout.take().expect("stdout"));
-    let mut stdin = child.stdin.take().expect("stdin");
+    let mut child = spawn_serve(dir.path());
+    let answers = lines_of(child.0.stdout.take().expect("stdout"));
+    let mut stdin = child.0.stdin.take().expect("stdin");
     // Mode 0 of `hostile`: subscribe-instant(u64::MAX), then block.
     let params = json!({"parent_head": "", "block_data": "0x00", "relay_parent_number": 1});
     let requests = 6;
@@ -382,14 +373,14 @@ fn sleeping_guests_neither_hold_slots_nor_stall_shutdown() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = child.0.try_wait().expect("wait") {
             assert!(status.success(), "{status}");
             break;
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("pvf serve did not shut down within 60 s");
-        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pvf serve did not shut down within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -157,50 +157,36 @@ fn deleted_artifact_is_a_miss() {
     );
 }
 
-/// A directory at an artifact's name that holds something is not the store's to delete: the
-/// verdict is right, `verify_store` reports it bad and not removed, and its content stays.
+/// A directory where the artifact should be: empty (reading it fails; it is removed) or holding
+/// an operator's file (not the store's to delete: `verify_store` reports it bad and not removed,
+/// and the file stays). The verdict is right either way.
 #[test]
-fn a_non_empty_directory_at_an_artifact_path_is_reported_and_kept() {
-    let dir = store_dir();
-    let host = host(dir.path());
-    let code = guest("adder");
-    host.prepare(&code).expect("prepare");
-    let path = artifact_path(dir.path(), &host, &code);
-    std::fs::remove_file(&path).unwrap();
-    std::fs::create_dir(&path).unwrap();
-    std::fs::write(path.join("operator-notes.txt"), b"mine").unwrap();
-    let outcome = host.validate(&code, &adder_params(1, 1));
-    assert!(
-        matches!(outcome.verdict, pvf_host::Verdict::Valid(_)),
-        "{outcome:?}"
-    );
-    let report = host.verify_store().expect("verify");
-    assert_eq!(report.bad.len(), 1, "{report:?}");
-    assert!(!report.bad[0].2, "reported as not removed: {report:?}");
-    assert_eq!(
-        std::fs::read(path.join("operator-notes.txt")).unwrap(),
-        b"mine"
-    );
-}
-
-#[test]
-fn unreadable_artifact_is_repaired() {
-    let dir = store_dir();
-    let host = host(dir.path());
-    let code = guest("adder");
-    host.prepare(&code).expect("prepare");
-    let path = artifact_path(dir.path(), &host, &code);
-    // A directory where the file should be: reading it fails with an I/O error.
-    std::fs::remove_file(&path).unwrap();
-    std::fs::create_dir(&path).unwrap();
-    let outcome = host.validate(&code, &adder_params(1, 1));
-    // The bad entry cannot be removed as a file, and the fresh artifact cannot be renamed over a
-    // directory: the verdict must still be right.
-    assert!(
-        matches!(outcome.verdict, pvf_host::Verdict::Valid(_)),
-        "{outcome:?}"
-    );
-    assert_eq!(outcome.cache, CacheStatus::Repaired);
+fn a_directory_at_an_artifact_path_is_repaired_around() {
+    for holds_a_file in [false, true] {
+        let dir = store_dir();
+        let host = host(dir.path());
+        let code = guest("adder");
+        host.prepare(&code).expect("prepare");
+        let path = artifact_path(dir.path(), &host, &code);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        if holds_a_file {
+            std::fs::write(path.join("operator-notes.txt"), b"mine").unwrap();
+        }
+        let outcome = host.validate(&code, &adder_params(1, 1));
+        assert!(
+            matches!(outcome.verdict, pvf_host::Verdict::Valid(_)),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome.cache, CacheStatus::Repaired);
+        if holds_a_file {
+            let report = host.verify_store().expect("verify");
+            assert_eq!(report.bad.len(), 1, "{report:?}");
+            assert!(!report.bad[0].2, "reported as not removed: {report:?}");
+            let kept = std::fs::read(path.join("operator-notes.txt")).unwrap();
+            assert_eq!(kept, b"mine");
+        }
+    }
 }
 
 #[test]
