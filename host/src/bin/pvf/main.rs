@@ -24,7 +24,7 @@ use pvf_host::{
 use serde_json::{Value, json};
 
 use output::{
-    EXIT_INDETERMINATE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Output, escape_controls, hex0x,
+    EXIT_INDETERMINATE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Hex, Output, escape_controls, hex0x,
 };
 
 /// Prepare, pre-check and validate PVFs (WebAssembly components targeting
@@ -385,35 +385,96 @@ fn report_outcome(out: &Output, outcome: Outcome) -> u8 {
     code
 }
 
-/// The contract's JSON of a validation, its human line, its reason and its exit code.
-fn outcome_json(outcome: &Outcome) -> (Value, String, Option<String>, u8) {
-    let code_hash = outcome.code_hash.map(|h| h.to_string());
+/// The contract's JSON of a validation (serialized as it is written: see [`ResultJson`]), its
+/// human line, its reason and its exit code.
+fn outcome_json(outcome: &Outcome) -> (OutcomeJson<'_>, String, Option<String>, u8) {
     let cache = outcome.cache.as_str();
-    let (reason, result, code) = match &outcome.verdict {
-        Verdict::Valid(r) => (None, result_json(r), EXIT_OK),
-        Verdict::Invalid(e) => (Some(e.to_string()), Value::Null, EXIT_INVALID),
-        Verdict::Indeterminate(e) => (Some(e.to_string()), Value::Null, EXIT_INDETERMINATE),
+    let (reason, code) = match &outcome.verdict {
+        Verdict::Valid(_) => (None, EXIT_OK),
+        Verdict::Invalid(e) => (Some(e.to_string()), EXIT_INVALID),
+        Verdict::Indeterminate(e) => (Some(e.to_string()), EXIT_INDETERMINATE),
     };
     let verdict = outcome.verdict.as_str();
     let human = match &outcome.verdict {
         Verdict::Valid(r) => format!("valid (cache: {cache}) head_data={}", hex0x(&r.head_data)),
         _ => format!("{verdict} (cache: {cache})"),
     };
-    let value = json!({"verdict": verdict, "reason": reason, "result": result, "cache": cache, "code_hash": code_hash});
-    (value, human, reason, code)
+    let json = OutcomeJson {
+        cache,
+        code_hash: outcome.code_hash.map(|h| h.to_string()),
+        reason: reason.clone(),
+        result: match &outcome.verdict {
+            Verdict::Valid(r) => Some(ResultJson(r)),
+            _ => None,
+        },
+        verdict,
+    };
+    (json, human, reason, code)
 }
 
-fn result_json(r: &ValidationResult) -> Value {
-    json!({
-        "head_data": hex0x(&r.head_data),
-        "new_validation_code": r.new_validation_code.as_deref().map(hex0x),
-        "upward_messages": r.upward_messages.iter().map(|m| hex0x(m)).collect::<Vec<_>>(),
-        "horizontal_messages": r.horizontal_messages.iter()
-            .map(|m| json!({"recipient": m.recipient, "data": hex0x(&m.data)}))
-            .collect::<Vec<_>>(),
-        "processed_downward_messages": r.processed_downward_messages,
-        "hrmp_watermark": r.hrmp_watermark,
-    })
+/// The contract's JSON object of a validation. Fields in alphabetical order, as a
+/// `serde_json::Value` prints them.
+#[derive(serde::Serialize)]
+struct OutcomeJson<'a> {
+    cache: &'static str,
+    code_hash: Option<String>,
+    reason: Option<String>,
+    result: Option<ResultJson<'a>>,
+    verdict: &'static str,
+}
+
+/// A valid result's JSON, its bytes as `0x` hex written straight into the output ([`Hex`]):
+/// the largest legal result (about 97 MiB) costs no second, doubled copy as strings.
+struct ResultJson<'a>(&'a ValidationResult);
+
+impl serde::Serialize for ResultJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        /// One horizontal message: `{"data": .., "recipient": ..}`.
+        struct Horizontal<'a>(&'a pvf_host::OutboundHrmpMessage);
+        impl serde::Serialize for Horizontal<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry("data", &Hex(&self.0.data))?;
+                map.serialize_entry("recipient", &self.0.recipient)?;
+                map.end()
+            }
+        }
+        /// A list serialized from an iterator, without collecting it.
+        struct Each<I>(std::cell::RefCell<Option<I>>);
+        impl<I: Iterator<Item = T>, T: serde::Serialize> serde::Serialize for Each<I> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.0.borrow_mut().take() {
+                    Some(items) => s.collect_seq(items),
+                    None => s.collect_seq(std::iter::empty::<T>()),
+                }
+            }
+        }
+        fn each<I: Iterator>(items: I) -> Each<I> {
+            Each(std::cell::RefCell::new(Some(items)))
+        }
+        let r = self.0;
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("head_data", &Hex(&r.head_data))?;
+        map.serialize_entry(
+            "horizontal_messages",
+            &each(r.horizontal_messages.iter().map(Horizontal)),
+        )?;
+        map.serialize_entry("hrmp_watermark", &r.hrmp_watermark)?;
+        map.serialize_entry(
+            "new_validation_code",
+            &r.new_validation_code.as_deref().map(Hex),
+        )?;
+        map.serialize_entry(
+            "processed_downward_messages",
+            &r.processed_downward_messages,
+        )?;
+        map.serialize_entry(
+            "upward_messages",
+            &each(r.upward_messages.iter().map(|m| Hex(m))),
+        )?;
+        map.end()
+    }
 }
 
 /// A spinner on stderr while a possibly long operation runs, only when stderr is a terminal.

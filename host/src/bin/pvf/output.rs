@@ -9,6 +9,8 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use std::io::Write;
+
 use serde_json::{Value, json};
 
 /// Valid, or success.
@@ -30,9 +32,16 @@ pub struct Output {
 impl Output {
     /// Prints the result of a command: `value` as JSON, or `human` as text (control characters
     /// escaped); `reason` (for a non-zero exit) as one line on stderr.
-    pub fn emit(&self, value: Value, human: &str, reason: Option<&str>) {
+    pub fn emit(&self, value: impl serde::Serialize, human: &str, reason: Option<&str>) {
         if self.json {
-            println!("{value}");
+            // Serialized into stdout as it goes: a large result is never held as one string.
+            let mut stdout = std::io::stdout().lock();
+            let written = serde_json::to_writer(&mut stdout, &value)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(stdout));
+            if let Err(e) = written {
+                eprintln!("error: cannot write the result: {e}");
+            }
         } else if !human.is_empty() {
             // Line by line: the line breaks of a multi-line listing are ours.
             let text: Vec<Cow<'_, str>> = human.split('\n').map(escape_controls).collect();
@@ -112,6 +121,32 @@ pub fn hex0x(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
 }
 
+/// Bytes as a `0x`-prefixed lowercase hex JSON string, written straight into the output as it
+/// is serialized: a 64 MiB field never exists as a 128 MiB `String`.
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("0x")?;
+        let mut buf = [0u8; 2 * 4096];
+        for chunk in self.0.chunks(4096) {
+            let hex = &mut buf[..2 * chunk.len()];
+            // The buffer is exactly twice the chunk: encoding cannot fail, nor produce non-ASCII.
+            if hex::encode_to_slice(chunk, hex).is_err() {
+                return Err(std::fmt::Error);
+            }
+            f.write_str(std::str::from_utf8(hex).map_err(|_| std::fmt::Error)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{escape_controls, is_dangerous, one_line};
@@ -150,5 +185,22 @@ mod tests {
             "invalid\\rvalid (cache: hit)\\u{1b}[31m"
         );
         assert_eq!(one_line("zero\0"), "zero\\0");
+    }
+}
+
+#[cfg(test)]
+mod hex_tests {
+    use super::{Hex, hex0x};
+
+    #[test]
+    fn streamed_hex_is_the_same_as_hex0x() {
+        for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            assert_eq!(Hex(&bytes).to_string(), hex0x(&bytes));
+            assert_eq!(
+                serde_json::to_string(&Hex(&bytes)).unwrap(),
+                format!("\"{}\"", hex0x(&bytes))
+            );
+        }
     }
 }

@@ -189,7 +189,7 @@ async fn handle(
         Some(_) => anyhow::bail!("priority must be backing, approval or dispute"),
     };
     let outcome = service.validate(code, params, priority).await;
-    Ok(crate::outcome_json(&outcome).0)
+    Ok(serde_json::to_value(crate::outcome_json(&outcome).0)?)
 }
 
 fn code_file(files: &CodeFiles, config: &Config, path: &str) -> anyhow::Result<Arc<[u8]>> {
