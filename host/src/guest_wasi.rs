@@ -60,10 +60,11 @@ pub const OUTPUT_CAPTURE_BYTES: usize = 64 * 1024;
 pub const MAX_RANDOM_BYTES_PER_CALL: u64 = 1 << 20;
 /// The fuel every call from the guest into the host costs (WASI calls, and wasmtime's own
 /// fallible calls out of compiled code such as `memory.grow`), on top of the instructions that
-/// make it. Measured here: a loop of 1-byte stream writes, the costliest of the cheap calls,
-/// spent the default 2e9 fuel in 27 s unpriced and in under a second at 1 000 per call; the
-/// bundled JavaScript guest makes a handful of host calls (8 000 fuel of its ~800 000), the Rust
-/// guests none inside `validate-block`.
+/// make it. Measured here (dev build): unpriced, a loop of clock reads spent the default 2e9
+/// fuel in 26 s and a loop of 64 KiB writes ran past 60 s, far past the 2 s backing timeout;
+/// priced at 1 000 per call (and a unit per byte written), the slowest such loop, 1-byte
+/// writes, spends it in 0.65 s. The bundled JavaScript guest makes a handful of host calls
+/// (about 8 000 fuel of its ~810 000), the Rust guests none inside `validate-block`.
 pub const HOST_CALL_FUEL: u64 = 1_000;
 
 /// The WASI package version whose interfaces the host replaces (wasmtime-wasi 48 implements
