@@ -402,6 +402,7 @@ fn outcome_json(outcome: &Outcome) -> (OutcomeJson<'_>, String, Option<String>, 
     let json = OutcomeJson {
         cache,
         code_hash: outcome.code_hash.map(|h| h.to_string()),
+        id: None,
         reason: reason.clone(),
         result: match &outcome.verdict {
             Verdict::Valid(r) => Some(ResultJson(r)),
@@ -418,9 +419,22 @@ fn outcome_json(outcome: &Outcome) -> (OutcomeJson<'_>, String, Option<String>, 
 struct OutcomeJson<'a> {
     cache: &'static str,
     code_hash: Option<String>,
+    /// The request's `id`, in `pvf serve`'s answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
     reason: Option<String>,
     result: Option<ResultJson<'a>>,
     verdict: &'static str,
+}
+
+impl<'a> OutcomeJson<'a> {
+    /// The same object with the request's `id` (for `pvf serve`).
+    fn with_id(self, id: &'a Value) -> Self {
+        Self {
+            id: Some(id),
+            ..self
+        }
+    }
 }
 
 /// A valid result's JSON, its bytes as `0x` hex written straight into the output ([`Hex`]):

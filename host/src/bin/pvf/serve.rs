@@ -102,7 +102,7 @@ pub(crate) async fn run(
         let (service, files) = (service.clone(), files.clone());
         tasks.spawn(async move {
             let answer = answer(&service, &files, &line).await;
-            print_line(&answer);
+            print_answer(&answer);
         });
     }
     // End of input: let the requests already taken finish (bounded by their own timeouts).
@@ -124,28 +124,52 @@ pub(crate) async fn run(
 }
 
 /// Answers one request line.
-async fn answer(service: &ValidationService, files: &CodeFiles, line: &str) -> Value {
+async fn answer(service: &ValidationService, files: &CodeFiles, line: &str) -> Answer {
     let request: Value = match serde_json::from_str(line) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return json!({"id": Value::Null, "error": "a request must be a JSON object"}),
-        Err(e) => return json!({"id": Value::Null, "error": format!("malformed request: {e}")}),
+        Ok(_) => {
+            return Answer::Json(
+                json!({"id": Value::Null, "error": "a request must be a JSON object"}),
+            );
+        }
+        Err(e) => {
+            return Answer::Json(
+                json!({"id": Value::Null, "error": format!("malformed request: {e}")}),
+            );
+        }
     };
     let id = request.get("id").cloned().unwrap_or(Value::Null);
-    match handle(service, files, &request).await {
-        Ok(Value::Object(mut fields)) => {
+    Answer::Json(match handle(service, files, &request).await {
+        Ok(Handled::Outcome(outcome)) => return Answer::Outcome(id, outcome),
+        Ok(Handled::Json(Value::Object(mut fields))) => {
             fields.insert("id".into(), id);
             Value::Object(fields)
         }
-        Ok(other) => json!({"id": id, "result": other}),
+        Ok(Handled::Json(other)) => json!({"id": id, "result": other}),
         Err(e) => json!({"id": id, "error": format!("{e:#}")}),
-    }
+    })
+}
+
+/// What a request is answered with.
+enum Answer {
+    /// A JSON object, `id` included.
+    Json(Value),
+    /// A validation's outcome and the request's `id`: serialized as it is written, so that a
+    /// large result is never held as hex strings (see `ResultJson`).
+    Outcome(Value, pvf_host::Outcome),
+}
+
+/// What [`handle`] produced.
+enum Handled {
+    Json(Value),
+    Outcome(pvf_host::Outcome),
 }
 
 async fn handle(
     service: &ValidationService,
     files: &CodeFiles,
     request: &Value,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Handled> {
     let config = service.host().config();
     if let Some(paths) = request.get("heads_up") {
         let paths = paths
@@ -167,7 +191,7 @@ async fn handle(
                 Err(e) => json!({"error": e.to_string()}),
             })
             .collect();
-        return Ok(json!({"heads_up": hashes}));
+        return Ok(Handled::Json(json!({"heads_up": hashes})));
     }
     let code: CodeRef = match (request.get("code"), request.get("code_hash")) {
         (Some(Value::String(path)), None) => code_file(files, config, path)?.into(),
@@ -189,7 +213,7 @@ async fn handle(
         Some(_) => anyhow::bail!("priority must be backing, approval or dispute"),
     };
     let outcome = service.validate(code, params, priority).await;
-    Ok(serde_json::to_value(crate::outcome_json(&outcome).0)?)
+    Ok(Handled::Outcome(outcome))
 }
 
 fn code_file(files: &CodeFiles, config: &Config, path: &str) -> anyhow::Result<Arc<[u8]>> {
@@ -304,6 +328,25 @@ fn print_line(value: &Value) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{value}");
     let _ = stdout.flush();
+}
+
+/// Prints one answer line, serializing straight into stdout (under its lock, so lines never
+/// interleave).
+fn print_answer(answer: &Answer) {
+    match answer {
+        Answer::Json(value) => print_line(value),
+        Answer::Outcome(id, outcome) => {
+            let json = crate::outcome_json(outcome).0.with_id(id);
+            let mut stdout = std::io::stdout().lock();
+            let written = serde_json::to_writer(&mut stdout, &json)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(stdout))
+                .and_then(|()| stdout.flush());
+            if let Err(e) = written {
+                eprintln!("cannot write an answer: {}", one_line(&e.to_string()));
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (never, if the handlers cannot be installed).
