@@ -454,26 +454,24 @@ impl serde::Serialize for ResultJson<'_> {
                 map.end()
             }
         }
-        /// A list serialized from an iterator, without collecting it.
-        struct Each<I>(std::cell::RefCell<Option<I>>);
-        impl<I: Iterator<Item = T>, T: serde::Serialize> serde::Serialize for Each<I> {
+        /// Upward messages: a list of hex strings.
+        struct Upward<'a>(&'a [Vec<u8>]);
+        impl serde::Serialize for Upward<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                match self.0.borrow_mut().take() {
-                    Some(items) => s.collect_seq(items),
-                    None => s.collect_seq(std::iter::empty::<T>()),
-                }
+                s.collect_seq(self.0.iter().map(|m| Hex(m)))
             }
         }
-        fn each<I: Iterator>(items: I) -> Each<I> {
-            Each(std::cell::RefCell::new(Some(items)))
+        /// Horizontal messages: a list of `{"data", "recipient"}`.
+        struct Horizontals<'a>(&'a [pvf_host::OutboundHrmpMessage]);
+        impl serde::Serialize for Horizontals<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(Horizontal))
+            }
         }
         let r = self.0;
         let mut map = serializer.serialize_map(Some(6))?;
         map.serialize_entry("head_data", &Hex(&r.head_data))?;
-        map.serialize_entry(
-            "horizontal_messages",
-            &each(r.horizontal_messages.iter().map(Horizontal)),
-        )?;
+        map.serialize_entry("horizontal_messages", &Horizontals(&r.horizontal_messages))?;
         map.serialize_entry("hrmp_watermark", &r.hrmp_watermark)?;
         map.serialize_entry(
             "new_validation_code",
@@ -483,10 +481,7 @@ impl serde::Serialize for ResultJson<'_> {
             "processed_downward_messages",
             &r.processed_downward_messages,
         )?;
-        map.serialize_entry(
-            "upward_messages",
-            &each(r.upward_messages.iter().map(|m| Hex(m))),
-        )?;
+        map.serialize_entry("upward_messages", &Upward(&r.upward_messages))?;
         map.end()
     }
 }

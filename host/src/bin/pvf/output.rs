@@ -34,12 +34,7 @@ impl Output {
     /// escaped); `reason` (for a non-zero exit) as one line on stderr.
     pub fn emit(&self, value: impl serde::Serialize, human: &str, reason: Option<&str>) {
         if self.json {
-            // Serialized into stdout as it goes: a large result is never held as one string.
-            let mut stdout = std::io::stdout().lock();
-            let written = serde_json::to_writer(&mut stdout, &value)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(stdout));
-            if let Err(e) = written {
+            if let Err(e) = print_json_line(&value) {
                 eprintln!("error: cannot write the result: {e}");
             }
         } else if !human.is_empty() {
@@ -119,6 +114,15 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
 /// `0x`-prefixed lowercase hex.
 pub fn hex0x(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
+}
+
+/// Prints `value` as one JSON line on stdout, serialized into it as it goes (a large result is
+/// never held as one string), under stdout's lock (concurrent lines never interleave), flushed.
+pub fn print_json_line(value: &impl serde::Serialize) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, value)?;
+    writeln!(stdout)?;
+    stdout.flush()
 }
 
 /// Bytes as a `0x`-prefixed lowercase hex JSON string, written straight into the output as it

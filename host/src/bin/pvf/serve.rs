@@ -18,7 +18,6 @@
 //! the rest of it is read and dropped without being kept, and the next line is served.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -325,24 +324,18 @@ impl<R: AsyncRead + Unpin> BoundedLines<R> {
 }
 
 fn print_line(value: &Value) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{value}");
-    let _ = stdout.flush();
+    if let Err(e) = crate::output::print_json_line(value) {
+        eprintln!("cannot write an answer: {}", one_line(&e.to_string()));
+    }
 }
 
-/// Prints one answer line, serializing straight into stdout (under its lock, so lines never
-/// interleave).
+/// Prints one answer line (a validation's result serialized straight into stdout).
 fn print_answer(answer: &Answer) {
     match answer {
         Answer::Json(value) => print_line(value),
         Answer::Outcome(id, outcome) => {
             let json = crate::outcome_json(outcome).0.with_id(id);
-            let mut stdout = std::io::stdout().lock();
-            let written = serde_json::to_writer(&mut stdout, &json)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(stdout))
-                .and_then(|()| stdout.flush());
-            if let Err(e) = written {
+            if let Err(e) = crate::output::print_json_line(&json) {
                 eprintln!("cannot write an answer: {}", one_line(&e.to_string()));
             }
         }
