@@ -475,7 +475,7 @@ impl ValidationHost {
     /// it, and removes the bad ones. Every entry with an artifact's name is checked whatever it
     /// is: one that is not a regular file, or is larger than
     /// [`MAX_ARTIFACT_BYTES`](crate::MAX_ARTIFACT_BYTES), is bad (and never read) and removed
-    /// (a directory with its contents, a symlink itself).
+    /// (a symlink itself; a directory only when empty, else it is reported as not removed).
     pub fn verify_store(&self) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
         for hash in self.store.hashes()? {

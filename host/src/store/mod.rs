@@ -471,8 +471,9 @@ impl ArtifactStore {
             .map_err(|e| StoreError::io(format!("create {tmp}"), e.into_io()))
     }
 
-    /// Removes the artifact of `hash`, if any: whatever has its name (a directory with its
-    /// contents, a symlink itself — never its target).
+    /// Removes the artifact of `hash`, if any: whatever has its name (a symlink itself, never its
+    /// target; a directory only when empty — what is inside is not the store's, so removing a
+    /// directory that holds anything fails, to be reported).
     pub fn remove(&self, hash: &CodeHash) -> Result<(), StoreError> {
         let name = hash.file_name();
         match entry::remove(&self.dir, &name) {
