@@ -345,10 +345,19 @@ async fn a_dispute_raises_a_background_preparation_past_earlier_ones() {
         // would have made the waiting count drop), so the order in which the two artifacts were
         // written is the order the slot served them: undying first, though it came second.
         let (adder_hash, undying_hash) = (CodeHash::of(&adder), CodeHash::of(&guest("undying")));
-        until("adder stored", || {
-            service.host().store().contains(&adder_hash)
-        })
-        .await;
+        // Adder's artifact file appears before its preparation is counted (the job writes the
+        // store, then returns): wait for the count, which comes after the write.
+        let ok_preparations = r#"pvf_preparations_total{outcome="ok"}"#;
+        let mut text = String::new();
+        for _ in 0..6000 {
+            text = service.metrics_text().await;
+            if metric(&text, ok_preparations) >= 3.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(metric(&text, ok_preparations), 3.0, "{text}");
+        assert!(service.host().store().contains(&adder_hash), "adder stored");
         let fp = dir.path().join(service.host().fingerprint().to_hex());
         let written = |hash: &CodeHash| {
             std::fs::metadata(fp.join(format!("{hash}.artifact")))
@@ -358,12 +367,6 @@ async fn a_dispute_raises_a_background_preparation_past_earlier_ones() {
         assert!(
             written(&undying_hash) < written(&adder_hash),
             "undying (raised to critical) was prepared before adder (background, queued first)"
-        );
-        let text = service.metrics_text().await;
-        assert_eq!(
-            metric(&text, r#"pvf_preparations_total{outcome="ok"}"#),
-            3.0,
-            "{text}"
         );
     })
     .await
