@@ -43,6 +43,7 @@ mod prepare;
 mod service;
 mod store;
 mod types;
+pub mod worker;
 
 pub use config::{Config, DEFAULT_FUEL};
 pub use engine::wasmtime_config;

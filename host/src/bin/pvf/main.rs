@@ -111,6 +111,9 @@ enum CacheCommand {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = pvf_host::worker::entry() {
+        return code;
+    }
     // `args_os`: an argument that is not UTF-8 is clap's to judge, not a panic.
     let json = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
