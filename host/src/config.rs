@@ -1,5 +1,6 @@
 //! The host's configuration: limits and budgets, with documented defaults.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The default fuel budget of one execution: see [`Config::new`].
@@ -22,6 +23,134 @@ pub struct Config {
     pub(crate) prepare_wait: Duration,
     pub(crate) memory_cache_bytes: usize,
     pub(crate) pooling: bool,
+    pub(crate) isolation: Isolation,
+    pub(crate) worker_executable: Option<PathBuf>,
+    pub(crate) precheck_limits: CompileLimits,
+    pub(crate) prepare_limits: CompileLimits,
+    pub(crate) require_confinement: bool,
+    pub(crate) warm_worker: bool,
+}
+
+/// Where the code of strangers is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isolation {
+    /// In this process, on the caller's thread: no limit on the compiler's memory or CPU time,
+    /// and a compiler crash takes the process down. For benchmarks and embedders who accept the
+    /// risk.
+    InProcess,
+    /// In a fresh, confined child process per preparation (the default): CPU-time, wall-clock
+    /// and memory limits, and the compiler's crash or exhaustion is `indeterminate`, never the
+    /// embedder's death.
+    Workers,
+}
+
+impl Isolation {
+    /// `"in-process"` or `"workers"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProcess => "in-process",
+            Self::Workers => "workers",
+        }
+    }
+}
+
+/// The limits of one preparation job in a worker ([`Isolation::Workers`]).
+///
+/// There are two sets, as in the reference system: strict ones for pre-checks (exceeding them
+/// is `invalid`: new code must be cheap to compile on every node) and lenient ones for
+/// preparation before execution (exceeding them is `indeterminate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    pub(crate) cpu_time: Duration,
+    pub(crate) memory_bytes: u64,
+    pub(crate) address_space_bytes: Option<u64>,
+    pub(crate) threads: usize,
+}
+
+impl CompileLimits {
+    /// The pre-check limits:
+    ///
+    /// * `cpu_time`: 60 s of CPU time (the reference system's pre-check timeout);
+    /// * `memory_bytes`: 1 GiB of live heap in the compiler (the bundled 12 MB JavaScript guest
+    ///   peaks far below; hostile components inside the code limit were measured at 2-26 GB);
+    /// * `threads`: 1 compile thread, so that the heap peak — which decides an `invalid` — is
+    ///   the same on every run and every machine (measured spread: see BENCHMARKS.md).
+    pub fn strict() -> Self {
+        Self {
+            cpu_time: Duration::from_secs(60),
+            memory_bytes: 1 << 30,
+            address_space_bytes: None,
+            threads: 1,
+        }
+    }
+
+    /// The limits of preparation for execution: 6x the pre-check's CPU time (360 s, the
+    /// reference system's lenient timeout), 4 GiB of heap, and half this machine's cores
+    /// (at least one) as compile threads, so one preparation cannot take every core.
+    pub fn lenient() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            cpu_time: Duration::from_secs(360),
+            memory_bytes: 4 << 30,
+            address_space_bytes: None,
+            threads: cores.div_ceil(2).max(1),
+        }
+    }
+
+    /// Sets the CPU time of the job (rounded up to whole seconds: the kernel's granularity).
+    /// The wall-clock backstop is four times this.
+    pub fn cpu_time(mut self, cpu_time: Duration) -> Self {
+        self.cpu_time = cpu_time;
+        self
+    }
+
+    /// Sets the cap on the compiler's live heap, in bytes.
+    pub fn memory_bytes(mut self, bytes: u64) -> Self {
+        self.memory_bytes = bytes;
+        self
+    }
+
+    /// Sets the worker's address-space limit (`RLIMIT_AS`), the backstop for memory that is not
+    /// heap (code, stacks). Default: the heap cap plus 1 GiB plus 256 MiB per compile thread.
+    pub fn address_space_bytes(mut self, bytes: u64) -> Self {
+        self.address_space_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the number of compile threads (at least 1).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// The CPU time of the job.
+    pub fn get_cpu_time(&self) -> Duration {
+        self.cpu_time
+    }
+
+    /// The cap on the compiler's live heap, in bytes.
+    pub fn get_memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    /// The CPU time in whole seconds, as the kernel enforces it.
+    pub(crate) fn cpu_secs(&self) -> u64 {
+        self.cpu_time.as_nanos().div_ceil(1_000_000_000).max(1) as u64
+    }
+
+    /// The wall-clock backstop: four times the CPU time.
+    pub(crate) fn wall_clock(&self) -> Duration {
+        Duration::from_secs(self.cpu_secs().saturating_mul(4))
+    }
+
+    /// The address-space limit.
+    pub(crate) fn address_space(&self) -> u64 {
+        self.address_space_bytes.unwrap_or_else(|| {
+            self.memory_bytes
+                .saturating_add(1 << 30)
+                .saturating_add((256 << 20) * self.threads as u64)
+        })
+    }
 }
 
 impl Default for Config {
@@ -56,6 +185,17 @@ impl Config {
     ///   size), least recently used dropped first; a warm hit then touches no file. 0 disables it.
     /// * `pooling`: `true` — wasmtime's pooling instance allocator: instance memories and tables
     ///   come from pre-reserved slots, reused between calls (see `engine.rs` for the pool sizes).
+    /// * `isolation`: [`Isolation::Workers`] — strangers' code is compiled in a confined child
+    ///   process, never in this one.
+    /// * `worker_executable`: none — found next to the current executable (see
+    ///   [`Config::worker_executable`]).
+    /// * `precheck_limits`: [`CompileLimits::strict`]; `prepare_limits`: [`CompileLimits::lenient`].
+    /// * `require_confinement`: `false` — a confinement layer the kernel lacks is reported (in
+    ///   the log and by `pvf doctor`) but does not stop the host: the wasm sandbox and the
+    ///   worker's limits still hold, and a validator that refuses to start on an older kernel
+    ///   stops validating altogether. Nodes that want the guarantee set it to `true`.
+    /// * `warm_worker`: `true` — one confined worker is kept started ahead of need, so a
+    ///   preparation does not wait for a process to start.
     pub fn new() -> Self {
         Self {
             execution_timeout: Duration::from_secs(2),
@@ -69,7 +209,74 @@ impl Config {
             prepare_wait: Duration::from_secs(360),
             memory_cache_bytes: 1 << 30,
             pooling: true,
+            isolation: Isolation::Workers,
+            worker_executable: None,
+            precheck_limits: CompileLimits::strict(),
+            prepare_limits: CompileLimits::lenient(),
+            require_confinement: false,
+            warm_worker: true,
         }
+    }
+
+    /// Sets where strangers' code is compiled (default [`Isolation::Workers`]).
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Sets the worker executable: a binary that calls
+    /// [`worker::entry`](crate::worker::entry) first thing in `main` with a
+    /// [`CountingAllocator`](crate::worker::CountingAllocator) as its global allocator — the
+    /// `pvf` binary is one. By default it is the current executable when that is `pvf`, else a
+    /// `pvf` next to it (or one directory up, cargo's layout for tests and benchmarks).
+    pub fn worker_executable(mut self, path: impl AsRef<Path>) -> Self {
+        self.worker_executable = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Sets the limits of pre-check preparations (default [`CompileLimits::strict`]).
+    pub fn precheck_limits(mut self, limits: CompileLimits) -> Self {
+        self.precheck_limits = limits;
+        self
+    }
+
+    /// Sets the limits of preparation for execution (default [`CompileLimits::lenient`]).
+    pub fn prepare_limits(mut self, limits: CompileLimits) -> Self {
+        self.prepare_limits = limits;
+        self
+    }
+
+    /// Secure mode: when `true`, a confinement layer that is not active is an error (the host
+    /// does not start; a worker that could not apply every layer is not used). Default `false`.
+    pub fn require_confinement(mut self, require: bool) -> Self {
+        self.require_confinement = require;
+        self
+    }
+
+    /// Keeps one worker started ahead of need (default `true`); one-shot tools turn it off.
+    pub fn warm_worker(mut self, warm: bool) -> Self {
+        self.warm_worker = warm;
+        self
+    }
+
+    /// Where strangers' code is compiled.
+    pub fn get_isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Whether every confinement layer is required.
+    pub fn get_require_confinement(&self) -> bool {
+        self.require_confinement
+    }
+
+    /// The limits of pre-check preparations.
+    pub fn get_precheck_limits(&self) -> CompileLimits {
+        self.precheck_limits
+    }
+
+    /// The limits of preparation for execution.
+    pub fn get_prepare_limits(&self) -> CompileLimits {
+        self.prepare_limits
     }
 
     /// Sets the wall-clock limit of one execution (default 2 s).

@@ -101,6 +101,16 @@ pub(crate) fn hex_string(bytes: &[u8]) -> String {
         })
 }
 
+/// blake3 of `engine`'s `precompile_compatibility_hash`: equal for two engines exactly when
+/// artifacts of one load in the other (the preparation worker's handshake compares them).
+pub(crate) fn engine_digest(engine: &Engine) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("pvf-host engine compatibility v1");
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut Blake3Hasher(&mut h));
+    *h.finalize().as_bytes()
+}
+
 /// Feeds `std::hash::Hash` output into blake3 (wasmtime exposes its compatibility hash that way).
 struct Blake3Hasher<'a>(&'a mut blake3::Hasher);
 

@@ -41,6 +41,43 @@ pub enum PrepareError {
     /// refused a resource (memory for code, a thread). Transient: a later attempt may succeed.
     #[error("preparation failed on this host: {0}")]
     Host(String),
+    /// The compiler's live heap would have exceeded the memory limit of the preparation worker
+    /// (its counting allocator ended the job). Deterministic for a pre-check's strict limit,
+    /// transient for the lenient limit of preparation before execution.
+    #[error(
+        "compilation exceeded the {} memory limit: the compiler's heap would have reached {peak} bytes, the limit is {limit}",
+        limit_name(*strict)
+    )]
+    MemoryExceeded {
+        /// The limit, in bytes of live heap.
+        limit: u64,
+        /// The live heap the failed allocation would have made.
+        peak: u64,
+        /// Whether the limit was a pre-check's (strict) one.
+        strict: bool,
+    },
+    /// Compiling used more CPU time than the limit (the kernel stopped the worker at its
+    /// `RLIMIT_CPU`). Deterministic for a pre-check's strict limit, transient otherwise.
+    #[error(
+        "compilation exceeded the {} CPU-time limit of {} s",
+        limit_name(*strict),
+        limit.as_secs()
+    )]
+    CpuTimeExceeded {
+        /// The limit.
+        limit: Duration,
+        /// Whether the limit was a pre-check's (strict) one.
+        strict: bool,
+    },
+    /// The preparation worker failed: it could not be started, was refused at the handshake,
+    /// died (signal, crash, abort), outlived the wall-clock backstop, or sent something
+    /// unreadable. A local fault: transient.
+    #[error("preparation worker: {0}")]
+    Worker(String),
+}
+
+fn limit_name(strict: bool) -> &'static str {
+    if strict { "pre-check" } else { "preparation" }
 }
 
 /// Why reading or writing the artifact store failed.
@@ -157,6 +194,10 @@ pub enum HostError {
     /// The epoch ticker thread could not be started.
     #[error("cannot start the epoch ticker: {0}")]
     Ticker(#[source] std::io::Error),
+    /// The preparation worker cannot be used: its executable is missing, it is of another
+    /// build, or (with `require_confinement`) a confinement layer is not available.
+    #[error("preparation worker: {0}")]
+    Worker(String),
 }
 
 /// Why the validation service could not take or finish a request. Always indeterminate: none of
@@ -235,7 +276,17 @@ impl ValidationError {
                 | PrepareError::InvalidCode(_)
                 | PrepareError::WrongWorld(_),
             ) => Deterministic,
-            Self::Prepare(PrepareError::Host(_)) => Indeterminate,
+            Self::Prepare(
+                PrepareError::MemoryExceeded { strict, .. }
+                | PrepareError::CpuTimeExceeded { strict, .. },
+            ) => {
+                if *strict {
+                    Deterministic
+                } else {
+                    Indeterminate
+                }
+            }
+            Self::Prepare(PrepareError::Host(_) | PrepareError::Worker(_)) => Indeterminate,
             Self::Execute(e) => match e {
                 ExecuteError::Construction(_)
                 | ExecuteError::Link(_)
@@ -249,4 +300,16 @@ impl ValidationError {
             Self::Service(_) => Indeterminate,
         }
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

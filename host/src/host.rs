@@ -7,7 +7,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::bindings::ValidationFunctionPre;
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::engine::{EpochTicker, new_engine};
 use crate::env::EnvFingerprint;
 use crate::error::{
@@ -17,8 +17,10 @@ use crate::execute::{HostState, construct, execute, instantiate_only};
 use crate::inflight::InFlight;
 use crate::memory_cache::MemoryCache;
 use crate::prepare::{compile, decode, link};
-use crate::store::{ArtifactStore, CodeHash, FileLock, StoreOptions};
+use crate::store::{ArtifactStore, CodeHash, FileLock, StoreOptions, VerifiedArtifact};
 use crate::types::{ValidationParams, ValidationResult};
+use crate::worker::protocol::Purpose;
+use crate::worker::{Compiled, WorkerPool};
 
 /// Which path the artifact took: the `cache` field of the command line's JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +92,9 @@ pub struct Prepared {
     pub code_hash: CodeHash,
     /// Which path the artifact took.
     pub cache: CacheStatus,
+    /// The compiler's live-heap peak, in bytes, when the code was compiled now in a worker
+    /// (`None` when a compiled artifact was used, or the code was compiled in this process).
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// What [`ValidationHost::verify_store`] found.
@@ -106,6 +111,8 @@ pub struct VerifyReport {
 pub(crate) struct Runnable {
     pub(crate) pre: ValidationFunctionPre<HostState>,
     pub(crate) cache: CacheStatus,
+    /// The compiler's heap peak when the code was compiled now in a worker.
+    pub(crate) peak_memory: Option<u64>,
 }
 
 impl Runnable {
@@ -115,6 +122,7 @@ impl Runnable {
             Self {
                 pre,
                 cache: CacheStatus::Hit,
+                peak_memory: None,
             },
             size,
         )
@@ -132,6 +140,7 @@ pub struct ValidationHost {
     config: Config,
     in_flight: InFlight,
     memory: MemoryCache,
+    workers: Option<WorkerPool>,
     _ticker: EpochTicker,
 }
 
@@ -182,6 +191,10 @@ impl ValidationHost {
         let store = ArtifactStore::open(store_dir, fingerprint, options)?;
         let ticker = EpochTicker::start(&engine).map_err(HostError::Ticker)?;
         let memory_cache_bytes = config.memory_cache_bytes;
+        let workers = match config.isolation {
+            Isolation::InProcess => None,
+            Isolation::Workers => Some(WorkerPool::new(&engine, &config)?),
+        };
         Ok(Self {
             engine,
             linker,
@@ -189,6 +202,7 @@ impl ValidationHost {
             config,
             in_flight: InFlight::default(),
             memory: MemoryCache::new(memory_cache_bytes),
+            workers,
             _ticker: ticker,
         })
     }
@@ -209,6 +223,11 @@ impl ValidationHost {
         self.memory.usage()
     }
 
+    /// The preparation worker's executable, when code is compiled in workers.
+    pub fn worker_executable(&self) -> Option<&std::path::Path> {
+        self.workers.as_ref().map(WorkerPool::executable)
+    }
+
     /// The environment fingerprint artifacts are bound to.
     pub fn fingerprint(&self) -> EnvFingerprint {
         self.store.fingerprint()
@@ -223,20 +242,57 @@ impl ValidationHost {
         Ok(Prepared {
             code_hash,
             cache: runnable.cache,
+            peak_memory_bytes: runnable.peak_memory,
         })
     }
 
     /// Prepares `code` and instantiates it once without calling it: whether the code is
     /// acceptable as a validation function.
+    ///
+    /// With [`Isolation::Workers`] the code is compiled under the strict pre-check limits
+    /// every time, even when an artifact is stored: the verdict must not depend on what this
+    /// node happens to have compiled before (under the lenient limits). Exceeding a strict
+    /// limit is `invalid`.
     pub fn precheck(&self, code: &[u8]) -> Result<Prepared, ValidationError> {
         let code = decode(code, self.config.max_code_bytes)?;
         let code_hash = CodeHash::of(&code);
-        let runnable = self.runnable(&code_hash, &code).map_err(|(_, e)| e)?;
+        let runnable = self
+            .precheck_runnable(&code_hash, &code)
+            .map_err(|(_, e)| e)?;
         self.instantiate_once(&runnable, &code_hash)?;
         Ok(Prepared {
             code_hash,
             cache: runnable.cache,
+            peak_memory_bytes: runnable.peak_memory,
         })
+    }
+
+    /// The pre-check's preparation: a strict compilation in a worker (when code is compiled in
+    /// workers), then the artifact as [`Self::runnable`] finds it, the fresh one used when none
+    /// is stored.
+    pub(crate) fn precheck_runnable(
+        &self,
+        code_hash: &CodeHash,
+        code: &[u8],
+    ) -> Result<Runnable, (CacheStatus, ValidationError)> {
+        let Some(workers) = &self.workers else {
+            return self.runnable(code_hash, code);
+        };
+        let compiled = workers
+            .compile(code, Purpose::Precheck)
+            .map_err(|e| (CacheStatus::Miss, e.into()))?;
+        let peak = compiled.peak_memory;
+        let mut runnable = match self.cached(code_hash) {
+            Some(runnable) => runnable,
+            None => {
+                let (runnable, size) =
+                    self.runnable_from_store(code_hash, code, Purpose::Precheck, Some(compiled))?;
+                self.memory.insert(*code_hash, runnable.pre.clone(), size);
+                runnable
+            }
+        };
+        runnable.peak_memory = Some(peak);
+        Ok(runnable)
     }
 
     /// Validates one candidate: the whole transaction, from code bytes to verdict.
@@ -325,6 +381,7 @@ impl ValidationHost {
         self.memory.get(code_hash).map(|pre| Runnable {
             pre,
             cache: CacheStatus::Hit,
+            peak_memory: None,
         })
     }
 
@@ -371,17 +428,22 @@ impl ValidationHost {
         if let Some(runnable) = self.cached(code_hash) {
             return Ok(runnable);
         }
-        let (runnable, artifact_size) = self.runnable_from_store(code_hash, code)?;
+        let (runnable, artifact_size) =
+            self.runnable_from_store(code_hash, code, Purpose::Prepare, None)?;
         self.memory
             .insert(*code_hash, runnable.pre.clone(), artifact_size);
         Ok(runnable)
     }
 
     /// [`Self::runnable`] below the in-memory cache; also returns the artifact's size.
+    /// `compiled`: an artifact a worker just compiled for `purpose`, used instead of compiling
+    /// again when none is stored.
     fn runnable_from_store(
         &self,
         code_hash: &CodeHash,
         code: &[u8],
+        purpose: Purpose,
+        compiled: Option<Compiled>,
     ) -> Result<(Runnable, usize), (CacheStatus, ValidationError)> {
         let mut fault = match self.load_stored(code_hash, None) {
             Ok(Some((pre, size))) => return Ok(Runnable::hit(pre, size)),
@@ -408,8 +470,15 @@ impl ValidationHost {
                 CacheStatus::Repaired
             }
         };
-        match self.prepare_fresh(code_hash, code) {
-            Ok((pre, size)) => Ok((Runnable { pre, cache }, size)),
+        match self.prepare_fresh(code_hash, code, purpose, compiled) {
+            Ok((pre, size, peak_memory)) => Ok((
+                Runnable {
+                    pre,
+                    cache,
+                    peak_memory,
+                },
+                size,
+            )),
             Err(e) => {
                 // Nothing is stored for code that does not prepare; leave no lock file behind.
                 if let Some(lock) = lock {
@@ -445,9 +514,42 @@ impl ValidationHost {
         Ok(Some((pre, artifact.bytes().len())))
     }
 
-    /// Compiles `code` in this process and stores the artifact. A failure to store is logged
-    /// and otherwise ignored: the store is an optimisation, the compiled component is used now.
+    /// Compiles `code` — in a worker under the limits of `purpose`, or in this process — and
+    /// stores the artifact; also returns the artifact's size and the compiler's heap peak (from
+    /// a worker). A failure to store is logged and otherwise ignored: the store is an
+    /// optimisation, the compiled component is used now.
     fn prepare_fresh(
+        &self,
+        code_hash: &CodeHash,
+        code: &[u8],
+        purpose: Purpose,
+        compiled: Option<Compiled>,
+    ) -> Result<(ValidationFunctionPre<HostState>, usize, Option<u64>), PrepareError> {
+        let Some(workers) = &self.workers else {
+            let (pre, size) = self.compile_here(code_hash, code)?;
+            return Ok((pre, size, None));
+        };
+        let started = Instant::now();
+        let compiled = match compiled {
+            Some(compiled) => compiled,
+            None => workers.compile(code, purpose)?,
+        };
+        let (peak, cpu) = (compiled.peak_memory, compiled.cpu);
+        tracing::debug!(code_hash = %code_hash, elapsed = ?started.elapsed(), ?cpu, peak_memory = peak, "compiled in a worker");
+        let size = compiled.artifact().len();
+        if let Err(e) = self.store.store(code_hash, compiled.artifact()) {
+            tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
+        }
+        let component =
+            construct(&self.engine, &VerifiedArtifact::compiled(compiled)).map_err(|e| {
+                PrepareError::Worker(format!("the worker's artifact does not load here: {e}"))
+            })?;
+        let pre = link(&self.linker, &component).map_err(PrepareError::WrongWorld)?;
+        Ok((pre, size, Some(peak)))
+    }
+
+    /// Compiles `code` in this process ([`Isolation::InProcess`]) and stores the artifact.
+    fn compile_here(
         &self,
         code_hash: &CodeHash,
         code: &[u8],

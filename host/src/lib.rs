@@ -45,7 +45,7 @@ mod store;
 mod types;
 pub mod worker;
 
-pub use config::{Config, DEFAULT_FUEL};
+pub use config::{CompileLimits, Config, DEFAULT_FUEL, Isolation};
 pub use engine::wasmtime_config;
 pub use env::EnvFingerprint;
 pub use error::{

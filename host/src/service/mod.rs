@@ -46,6 +46,7 @@ use crate::host::{
 use crate::prepare::decode;
 use crate::store::{CodeHash, PrunePolicy, PruneReport};
 use crate::types::ValidationParams;
+use crate::worker::protocol::Purpose;
 
 use gate::{Gate, GateError};
 use metrics::{Gauges, Metrics};
@@ -385,10 +386,13 @@ impl ValidationService {
         code: impl Into<Arc<[u8]>>,
         priority: PreparationPriority,
     ) -> Result<Prepared, ValidationError> {
-        let (code_hash, runnable) = self.prepare_runnable(code.into(), priority).await?;
+        let (code_hash, runnable) = self
+            .prepare_runnable(code.into(), priority, Purpose::Prepare)
+            .await?;
         Ok(Prepared {
             code_hash,
             cache: runnable.cache,
+            peak_memory_bytes: runnable.peak_memory,
         })
     }
 
@@ -399,16 +403,20 @@ impl ValidationService {
         let timeout = self.inner.config.precheck_timeout;
         let (code_hash, runnable) = tokio::time::timeout(
             timeout,
-            self.prepare_runnable(code.into(), PreparationPriority::Normal),
+            self.prepare_runnable(code.into(), PreparationPriority::Normal, Purpose::Precheck),
         )
         .await
         .map_err(|_| ServiceError::PrepareTimeout(timeout))??;
         let host = self.inner.host.clone();
-        let cache = runnable.cache;
+        let (cache, peak_memory_bytes) = (runnable.cache, runnable.peak_memory);
         tokio::task::spawn_blocking(move || host.instantiate_once(&runnable, &code_hash))
             .await
             .map_err(|e| ServiceError::Worker(e.to_string()))??;
-        Ok(Prepared { code_hash, cache })
+        Ok(Prepared {
+            code_hash,
+            cache,
+            peak_memory_bytes,
+        })
     }
 
     /// Decodes, hashes and prepares `code` through the preparation pool.
@@ -416,13 +424,14 @@ impl ValidationService {
         &self,
         code: Arc<[u8]>,
         priority: PreparationPriority,
+        purpose: Purpose,
     ) -> Result<(CodeHash, Runnable), ValidationError> {
         self.check_open()?;
         let (hash, code) = self.decode(code).await?;
         let runnable = self
             .inner
             .preparer
-            .prepare(hash, Some(code), priority)
+            .prepare(hash, Some(code), priority, purpose)
             .await
             .map_err(|(_, e)| e)?;
         Ok((hash, runnable))
@@ -512,7 +521,7 @@ impl ValidationService {
                 let prepared = self
                     .inner
                     .preparer
-                    .prepare(hash, code, priority.preparation())
+                    .prepare(hash, code, priority.preparation(), Purpose::Prepare)
                     .await;
                 match prepared {
                     Ok(runnable) => runnable,

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::error::{FailureClass, ServiceError, ValidationError};
 use crate::host::{CacheStatus, Runnable, ValidationHost};
 use crate::store::CodeHash;
+use crate::worker::protocol::Purpose;
 
 use super::gate::{Gate, GateError};
 use super::metrics::Metrics;
@@ -42,13 +43,17 @@ struct Failure {
     at: Instant,
 }
 
+/// A preparation's identity: the code and what it is for (a pre-check compiles under other
+/// limits, and its failures mean something else).
+type Key = (CodeHash, Purpose);
+
 /// See the module documentation.
 pub(crate) struct Preparer {
     host: Arc<ValidationHost>,
     metrics: Arc<Metrics>,
     pub(crate) gate: Arc<Gate>,
-    flights: Mutex<HashMap<CodeHash, Flight>>,
-    failures: Mutex<LruCache<CodeHash, Failure>>,
+    flights: Mutex<HashMap<Key, Flight>>,
+    failures: Mutex<LruCache<Key, Failure>>,
     timeout: Duration,
     cooldown: Duration,
     attempts: u32,
@@ -81,14 +86,16 @@ impl Preparer {
         hash: CodeHash,
         code: Option<Arc<[u8]>>,
         priority: PreparationPriority,
+        purpose: Purpose,
     ) -> Prepared {
+        let key = (hash, purpose);
         // At most two rounds: a shared flight without code that found nothing is followed by one
         // with our code.
         for _ in 0..2 {
-            if let Some(error) = self.remembered(&hash) {
+            if let Some(error) = self.remembered(&key) {
                 return Err((CacheStatus::Miss, error));
             }
-            let flight = self.join_or_start(hash, code.clone(), priority);
+            let flight = self.join_or_start(key, code.clone(), priority);
             let result = wait(flight.done).await;
             let unknown = matches!(
                 result,
@@ -109,15 +116,16 @@ impl Preparer {
         code: Arc<[u8]>,
         priority: PreparationPriority,
     ) {
-        if self.remembered(&hash).is_none() {
-            self.join_or_start(hash, Some(code), priority);
+        let key = (hash, Purpose::Prepare);
+        if self.remembered(&key).is_none() {
+            self.join_or_start(key, Some(code), priority);
         }
     }
 
     /// The failure to return at once instead of preparing, if any.
-    fn remembered(&self, hash: &CodeHash) -> Option<ValidationError> {
+    fn remembered(&self, key: &Key) -> Option<ValidationError> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let failure = failures.get(hash)?;
+        let failure = failures.get(key)?;
         match failure.error.class() {
             FailureClass::Deterministic => Some(failure.error.clone()),
             FailureClass::Indeterminate => {
@@ -145,12 +153,13 @@ impl Preparer {
 
     fn join_or_start(
         self: &Arc<Self>,
-        hash: CodeHash,
+        key: Key,
         code: Option<Arc<[u8]>>,
         priority: PreparationPriority,
     ) -> Flight {
+        let (hash, purpose) = key;
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = flights.get(&hash)
+        if let Some(flight) = flights.get(&key)
             && (flight.with_code || code.is_none())
         {
             flight.priority.fetch_max(priority as u8, Ordering::Relaxed);
@@ -162,7 +171,7 @@ impl Preparer {
             done: rx,
             with_code: code.is_some(),
         };
-        flights.insert(hash, flight.clone());
+        flights.insert(key, flight.clone());
         let this = self.clone();
         let slot_priority = flight.priority.clone();
         let span = tracing::info_span!(
@@ -174,16 +183,16 @@ impl Preparer {
         );
         tokio::spawn(
             async move {
-                let result = this.run(hash, code, slot_priority.clone()).await;
-                this.remember(&hash, &result);
+                let result = this.run(hash, code, slot_priority.clone(), purpose).await;
+                this.remember(&key, &result);
                 {
                     let mut flights = this.flights.lock().unwrap_or_else(|e| e.into_inner());
                     // A later flight with code may have replaced a code-less one: remove only ours.
                     if flights
-                        .get(&hash)
+                        .get(&key)
                         .is_some_and(|f| Arc::ptr_eq(&f.priority, &slot_priority))
                     {
-                        flights.remove(&hash);
+                        flights.remove(&key);
                     }
                 }
                 // Nobody may be waiting any more (all callers dropped their futures): fine.
@@ -200,6 +209,7 @@ impl Preparer {
         hash: CodeHash,
         code: Option<Arc<[u8]>>,
         priority: Arc<AtomicU8>,
+        purpose: Purpose,
     ) -> Prepared {
         let permit = match self.gate.acquire(priority).await {
             Ok(permit) => permit,
@@ -213,9 +223,10 @@ impl Preparer {
         let host = self.host.clone();
         let job = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            match code {
-                Some(code) => host.runnable(&hash, &code),
-                None => host.runnable_by_hash(&hash),
+            match (code, purpose) {
+                (Some(code), Purpose::Prepare) => host.runnable(&hash, &code),
+                (Some(code), Purpose::Precheck) => host.precheck_runnable(&hash, &code),
+                (None, _) => host.runnable_by_hash(&hash),
             }
         });
         let result = match tokio::time::timeout(self.timeout, job).await {
@@ -244,21 +255,22 @@ impl Preparer {
 
     /// Remembers a failure (or forgets one after a success). Shutdown and unknown code are not
     /// failures of the code and are not remembered.
-    fn remember(&self, hash: &CodeHash, result: &Prepared) {
+    fn remember(&self, key: &Key, result: &Prepared) {
+        let hash = &key.0;
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(_) => {
-                failures.pop(hash);
+                failures.pop(key);
             }
             Err((
                 _,
                 ValidationError::Service(ServiceError::ShuttingDown | ServiceError::CodeUnknown(_)),
             )) => {}
             Err((_, error)) => {
-                let attempts = failures.peek(hash).map_or(0, |f| f.attempts) + 1;
+                let attempts = failures.peek(key).map_or(0, |f| f.attempts) + 1;
                 tracing::debug!(code_hash = %hash, attempts, %error, "preparation failed");
                 failures.put(
-                    *hash,
+                    *key,
                     Failure {
                         error: error.clone(),
                         attempts,

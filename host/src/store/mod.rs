@@ -133,14 +133,25 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 
 /// An artifact whose checksum was verified against this store's fingerprint and its code hash.
 /// Only [`ArtifactStore::load`] makes one.
+/// Or, from a preparation worker, an artifact whose digest matched and whose worker was the
+/// same build with a compatible engine ([`crate::worker::Compiled`]).
 pub(crate) struct VerifiedArtifact {
     file: Vec<u8>,
+    start: usize,
 }
 
 impl VerifiedArtifact {
     /// The wasmtime artifact bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.file[HEADER_LEN..]
+        &self.file[self.start..]
+    }
+
+    /// The artifact a preparation worker compiled and the host checked.
+    pub(crate) fn compiled(compiled: crate::worker::Compiled) -> Self {
+        Self {
+            file: compiled.into_artifact(),
+            start: 0,
+        }
     }
 }
 
@@ -350,7 +361,10 @@ impl ArtifactStore {
             return Err(corrupt("checksum mismatch"));
         }
         maintenance::note_use(&file, &stat);
-        Ok(Some(VerifiedArtifact { file: bytes }))
+        Ok(Some(VerifiedArtifact {
+            file: bytes,
+            start: HEADER_LEN,
+        }))
     }
 
     /// Reads the artifact of `hash` and verifies its checksum, without loading it: `Ok(Some(size))`

@@ -18,8 +18,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use clap::{Parser, Subcommand};
 use pvf_host::{
-    Config, ExecutionPriority, FailureClass, Outcome, PreparationPriority, ServiceConfig,
-    ValidationError, ValidationResult, ValidationService, Verdict,
+    Config, ExecutionPriority, FailureClass, Isolation, Outcome, PreparationPriority,
+    ServiceConfig, ValidationError, ValidationResult, ValidationService, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -47,8 +47,33 @@ struct Cli {
     /// Fuel budget of one execution (about one unit per wasm instruction; running out is invalid).
     #[arg(long, global = true, value_name = "N")]
     fuel: Option<u64>,
+    /// Where strangers' code is compiled: `workers` (a confined child process per preparation,
+    /// with CPU, wall-clock and memory limits) or `in-process` (no limits; for benchmarks).
+    #[arg(long, global = true, value_name = "MODE", default_value = "workers")]
+    isolation: IsolationArg,
+    /// Secure mode: refuse to prepare unless every confinement layer of the worker is active.
+    #[arg(long, global = true)]
+    require_confinement: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The `--isolation` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum IsolationArg {
+    /// A confined child process per preparation.
+    Workers,
+    /// In the `pvf` process itself.
+    InProcess,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(arg: IsolationArg) -> Self {
+        match arg {
+            IsolationArg::Workers => Isolation::Workers,
+            IsolationArg::InProcess => Isolation::InProcess,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -110,8 +135,12 @@ enum CacheCommand {
     },
 }
 
+/// Counts heap bytes, so that this binary can serve as the preparation worker with a memory cap.
+#[global_allocator]
+static ALLOC: pvf_host::worker::CountingAllocator = pvf_host::worker::CountingAllocator::new();
+
 fn main() -> ExitCode {
-    if let Some(code) = pvf_host::worker::entry() {
+    if let Some(code) = pvf_host::worker::entry(&ALLOC) {
         return code;
     }
     // `args_os`: an argument that is not UTF-8 is clap's to judge, not a panic.
@@ -230,7 +259,9 @@ fn run(cli: Cli) -> u8 {
 }
 
 async fn run_async(cli: Cli, out: Output) -> u8 {
-    let mut config = Config::new();
+    let mut config = Config::new()
+        .isolation(cli.isolation.into())
+        .require_confinement(cli.require_confinement);
     let mut service_config = ServiceConfig::new();
     if let Some(ms) = cli.timeout_ms {
         config = config.execution_timeout(Duration::from_millis(ms));
@@ -264,8 +295,9 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
     // A one-shot command runs at most a few instances: reserving and setting up the pooling
     // allocator's slots would cost more than the whole validation. `serve` keeps the pool. The
     // artifacts are the same (the pool is not part of the fingerprint; see engine.rs's tests).
+    // Likewise a warm spare worker would be started for nothing.
     if !matches!(cli.command, Command::Serve { .. }) {
-        config = config.pooling(false);
+        config = config.pooling(false).warm_worker(false);
     }
     let service = match open_service(&cli.cache_dir, service_config.host(config)) {
         Ok(service) => service,
@@ -288,7 +320,7 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
             match result {
                 Ok(p) => {
                     out.emit(
-                        json!({"code_hash": p.code_hash.to_string(), "cache": p.cache.as_str()}),
+                        json!({"code_hash": p.code_hash.to_string(), "cache": p.cache.as_str(), "peak_memory_bytes": p.peak_memory_bytes}),
                         &format!("prepared {} (cache: {})", p.code_hash, p.cache.as_str()),
                         None,
                     );
@@ -305,7 +337,7 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
             match result {
                 Ok(p) => {
                     out.emit(
-                        json!({"verdict": "valid", "reason": Value::Null, "code_hash": p.code_hash.to_string(), "cache": p.cache.as_str()}),
+                        json!({"verdict": "valid", "reason": Value::Null, "code_hash": p.code_hash.to_string(), "cache": p.cache.as_str(), "peak_memory_bytes": p.peak_memory_bytes}),
                         &format!("valid: {} is acceptable (cache: {})", p.code_hash, p.cache.as_str()),
                         None,
                     );
