@@ -250,16 +250,30 @@ pub(crate) fn construct(
     engine: &Engine,
     artifact: &VerifiedArtifact,
 ) -> Result<Component, ExecuteError> {
+    construct_raw(engine, artifact).map_err(|e| ExecuteError::Construction(format!("{e:#}")))
+}
+
+/// [`construct`] with wasmtime's own error, for callers that classify it themselves.
+pub(crate) fn construct_raw(
+    engine: &Engine,
+    artifact: &VerifiedArtifact,
+) -> wasmtime::Result<Component> {
     #[allow(unsafe_code)]
     // SAFETY: `Component::deserialize` requires bytes produced by `Component::serialize` or
     // `Engine::precompile_component` of a compatible engine. A `VerifiedArtifact` exists only
-    // after `ArtifactStore::load` checked its blake3 checksum, salted with this environment's
+    // (a) after `ArtifactStore::load` checked its blake3 checksum, salted with this environment's
     // fingerprint (which covers wasmtime's compatibility hash, this executable and the CPU) and
     // the code hash; the checksum was written by `ArtifactStore::store` over the bytes that
-    // `Component::serialize` returned in this environment. The bytes are copied by wasmtime, so
+    // `Component::serialize` returned in this environment; or (b) from a preparation worker
+    // that is this build (handshake), whose engine's compatibility hash equals ours, and whose
+    // bytes match the blake3 digest it computed over `Component::serialize`'s output. (A worker
+    // whose compiler was subverted by the code it compiled could send any bytes: the host then
+    // trusts the compiler's output as it does in process; running artifacts in workers closes
+    // that.) The bytes are copied by wasmtime, so
     // later changes to the file cannot affect the component.
-    let component = unsafe { Component::deserialize(engine, artifact.bytes()) };
-    component.map_err(|e| ExecuteError::Construction(format!("{e:#}")))
+    unsafe {
+        Component::deserialize(engine, artifact.bytes())
+    }
 }
 
 /// Instantiates `pre` and calls `validate-block` with `params`, under `config`'s limits.

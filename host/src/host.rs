@@ -13,10 +13,10 @@ use crate::env::EnvFingerprint;
 use crate::error::{
     ExecuteError, FailureClass, HostError, PrepareError, ServiceError, StoreError, ValidationError,
 };
-use crate::execute::{HostState, construct, execute, instantiate_only};
+use crate::execute::{HostState, construct, construct_raw, execute, instantiate_only};
 use crate::inflight::InFlight;
 use crate::memory_cache::MemoryCache;
-use crate::prepare::{compile, decode, link};
+use crate::prepare::{compile, compile_error, decode, link};
 use crate::store::{ArtifactStore, CodeHash, FileLock, StoreOptions, VerifiedArtifact};
 use crate::types::{ValidationParams, ValidationResult};
 use crate::worker::protocol::Purpose;
@@ -540,10 +540,11 @@ impl ValidationHost {
         if let Err(e) = self.store.store(code_hash, compiled.artifact()) {
             tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
         }
-        let component =
-            construct(&self.engine, &VerifiedArtifact::compiled(compiled)).map_err(|e| {
-                PrepareError::Worker(format!("the worker's artifact does not load here: {e}"))
-            })?;
+        // A fresh artifact of a compatible engine that does not load fails deterministically
+        // (e.g. a table larger than the pool's slots), as `Component::new` does in process; an
+        // OS refusal while loading it is this host's fault.
+        let component = construct_raw(&self.engine, &VerifiedArtifact::compiled(compiled))
+            .map_err(compile_error)?;
         let pre = link(&self.linker, &component).map_err(PrepareError::WrongWorld)?;
         Ok((pre, size, Some(peak)))
     }

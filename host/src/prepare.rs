@@ -67,7 +67,7 @@ pub(crate) fn compile(
 /// This is the first half of the rule "only wasm validation errors, contract mismatches and
 /// measured limits are deterministic preparation failures"; compiling in a confined worker
 /// process, whose death is indeterminate, is the second.
-fn compile_error(err: wasmtime::Error) -> PrepareError {
+pub(crate) fn compile_error(err: wasmtime::Error) -> PrepareError {
     let os_error = err
         .chain()
         .any(|e| e.is::<std::io::Error>() || e.is::<rustix::io::Errno>());

@@ -4,14 +4,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use pvf_host::{CacheStatus, CodeHash, Config, Outcome, ValidationHost, ValidationParams, Verdict};
+use pvf_host::{
+    CacheStatus, CodeHash, Config, Isolation, Outcome, ValidationHost, ValidationParams, Verdict,
+};
 use tempfile::TempDir;
+
+/// The isolation the tests run under: `PVF_TEST_ISOLATION=in-process` runs every test that
+/// builds its host from [`config`] with in-process compilation; the default is workers.
+pub fn isolation() -> Isolation {
+    match std::env::var("PVF_TEST_ISOLATION").as_deref() {
+        Ok("in-process") => Isolation::InProcess,
+        Ok("workers") | Err(_) => Isolation::Workers,
+        Ok(other) => panic!("PVF_TEST_ISOLATION={other}: expected in-process or workers"),
+    }
+}
+
+/// `Config::new()` with the tests' isolation ([`isolation`]) and this build's `pvf` binary as
+/// the preparation worker.
+pub fn config() -> Config {
+    Config::new()
+        .isolation(isolation())
+        .worker_executable(env!("CARGO_BIN_EXE_pvf"))
+}
 
 /// The configuration tests use: a short wall-clock timeout so `halt` ends quickly, fuel large
 /// enough that the timeout, not the fuel, ends it, and no in-memory cache, so that every call
 /// goes through the store (the `memory_cache` tests turn it on).
 pub fn test_config() -> Config {
-    Config::new()
+    config()
         .execution_timeout(Duration::from_millis(300))
         .fuel(1_000_000_000_000)
         .memory_cache_bytes(0)

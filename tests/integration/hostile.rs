@@ -36,7 +36,7 @@ const WRITE_LOOP: u8 = 14;
 /// A generous wall clock (a real 30 s sleep would still time out, and fail the test) and a fuel
 /// budget small enough that endless loops end by fuel within a second or two.
 pub fn hostile_config() -> Config {
-    Config::new()
+    crate::common::config()
         .execution_timeout(Duration::from_secs(20))
         .fuel(100_000_000)
         .memory_cache_bytes(0)

@@ -1,7 +1,7 @@
 //! Deterministic limits, each as an `_obeyed` / `_violated` pair against a real guest: the
 //! violated case is an `invalid` verdict naming the limit, the same on every run.
 
-use pvf_host::{Config, ExecuteError, LimitKind, ValidationError, ValidationParams, Verdict};
+use pvf_host::{ExecuteError, LimitKind, ValidationError, ValidationParams, Verdict};
 
 use crate::common::*;
 
@@ -94,7 +94,7 @@ fn fuel_limit_violated() {
         );
     }
     // An infinite loop ends by fuel, deterministically, when the deadline is far away.
-    let patient = host_with(dir.path(), Config::new().fuel(50_000_000));
+    let patient = host_with(dir.path(), crate::common::config().fuel(50_000_000));
     assert_eq!(
         limit_of(patient.validate(&guest("halt"), &undying_params(0))),
         LimitKind::Fuel
