@@ -3,9 +3,10 @@
 //! files, and last-use tracking.
 //!
 //! The store deletes only what it wrote: entries with its own names (`<code-hash>.artifact`,
-//! `<code-hash>.failed`, `<code-hash>.lock`, `.in-use`, `.tmp-*`), whatever their type, and then a directory that is
-//! left empty. Anything else in another environment's directory stays and is reported
-//! ([`PruneReport::kept_foreign`], and one warning per directory). Symlinks are never followed.
+//! `<code-hash>.failed`, `<code-hash>.lock`, `.in-use`, `.tmp-*`), whatever their type, and then
+//! a directory that is left empty. Anything else in another environment's directory stays and is
+//! reported ([`PruneReport::kept_foreign`], and one warning per directory). Symlinks are never
+//! followed.
 
 use std::ffi::OsString;
 use std::time::{Duration, SystemTime};

@@ -7,6 +7,8 @@
 //! <fingerprint-hex>/                      one per environment (see EnvFingerprint)
 //!     .in-use                             shared-locked by every process using this directory
 //!     <code-hash-hex>.artifact            header + wasmtime artifact; mtime = last use
+//!     <code-hash-hex>.failed              failure record: the code failed preparation
+//!                                         deterministically (see [`failures`]); mtime = last use
 //!     <code-hash-hex>.lock                per-key lock: prepare (exclusive), load (shared)
 //!     .tmp-<code-hash-hex>-<pid>-<n>      a write in progress (or left by a crash)
 //! ```
@@ -23,6 +25,11 @@
 //! regular file of at most [`MAX_ARTIFACT_BYTES`] (see [`entry`]), and is read into a buffer
 //! allocated fallibly. Anything else at an artifact's name is [`StoreError::Corrupt`]: discarded
 //! and re-prepared, never a verdict.
+//!
+//! A failure record (`FAILURE_MAGIC | checksum | kind byte | reason`, at most
+//! [`MAX_FAILURE_RECORD_BYTES`]) remembers code that failed preparation deterministically, with
+//! the same salted checksum, atomic write and hostile-entry rules; a bad one is no record (the
+//! code is compiled again). Records and artifacts of one code hash are independent.
 //!
 //! Nothing here takes a path: the store is reached only through the [`Dir`] it was opened with.
 
