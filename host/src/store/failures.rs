@@ -704,7 +704,7 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &record_path(&dir, &store, &fifo),
+            record_path(&dir, &store, &fifo),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,
@@ -776,7 +776,7 @@ mod tests {
             .unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &record_path(&dir, &store, &fifo),
+            record_path(&dir, &store, &fifo),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,

@@ -489,7 +489,8 @@ impl ArtifactStore {
 
     /// Removes the artifact of `hash`, if any: whatever has its name (a symlink itself, never its
     /// target; a directory only when empty — what is inside is not the store's, so removing a
-    /// directory that holds anything fails, to be reported).
+    /// directory that holds anything fails, to be reported). A failure record of `hash` stays
+    /// (see [`ArtifactStore::forget_failure`]).
     pub fn remove(&self, hash: &CodeHash) -> Result<(), StoreError> {
         let name = hash.file_name();
         match entry::remove(&self.dir, &name) {
