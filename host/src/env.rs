@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::str::FromStr;
 
 use std::os::unix::fs::FileExt;
 
@@ -90,6 +91,19 @@ impl fmt::Debug for EnvFingerprint {
     }
 }
 
+impl FromStr for EnvFingerprint {
+    type Err = String;
+
+    /// Parses 64 hex digits (a fingerprint directory's name), for tools that act on a store
+    /// directory named by another program. Artifacts are only safe to load under the
+    /// fingerprint of the environment that compiled them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_hex32(s)
+            .map(Self)
+            .ok_or_else(|| format!("not an environment fingerprint (64 hex digits): {s:?}"))
+    }
+}
+
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex_string(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -109,6 +123,18 @@ pub(crate) fn engine_digest(engine: &Engine) -> [u8; 32] {
         .precompile_compatibility_hash()
         .hash(&mut Blake3Hasher(&mut h));
     *h.finalize().as_bytes()
+}
+
+/// The 32 bytes written as `s` in 64 hex digits (either case); `None` for anything else.
+pub(crate) fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Feeds `std::hash::Hash` output into blake3 (wasmtime exposes its compatibility hash that way).

@@ -67,7 +67,8 @@ pub use service::{
     RetryPolicy, ServiceConfig, ShutdownReport, ValidationService,
 };
 pub use store::{
-    ArtifactInfo, ArtifactStore, CodeHash, EntryKind, LAST_USE_GRANULARITY, MAX_ARTIFACT_BYTES,
-    PrunePolicy, PruneReport, StoreOptions,
+    ArtifactInfo, ArtifactStore, CodeHash, EntryKind, FailureInfo, FailureKind, FailureRecord,
+    FailureState, FailureVerifyReport, LAST_USE_GRANULARITY, MAX_ARTIFACT_BYTES,
+    MAX_FAILURE_REASON_BYTES, MAX_FAILURE_RECORD_BYTES, PrunePolicy, PruneReport, StoreOptions,
 };
 pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};

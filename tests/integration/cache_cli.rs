@@ -277,3 +277,178 @@ fn cache_prune_reports_what_it_kept() {
         "{stdout}"
     );
 }
+
+/// Failure records (written through the library, as the host does after a deterministic
+/// preparation failure): `cache list` shows them as rows of the table and in `failures`,
+/// `cache verify` removes a damaged one and a FIFO at a record's name, `cache prune
+/// --older-than` removes an old one and keeps a fresh one.
+#[test]
+fn cache_commands_list_verify_and_prune_failure_records() {
+    use pvf_host::{ArtifactStore, CodeHash, FailureKind, FailureRecord, StoreOptions};
+
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let outside = store_dir();
+    let adder = prepare(&store, "adder");
+    let fp_dir = fingerprint_dir(&store);
+    let fp = fp_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let hash = |digit: &str| digit.repeat(64).parse::<CodeHash>().unwrap();
+    let (invalid, world, old, fifo, stale) =
+        (hash("1"), hash("2"), hash("3"), hash("4"), hash("5"));
+    let other = pvf_host::EnvFingerprint::from_parts(
+        &wasmtime::Engine::default(),
+        b"another build",
+        "cpu",
+        "kernel",
+    );
+    {
+        let open = |fingerprint| {
+            let root =
+                cap_std::fs::Dir::open_ambient_dir(&store, cap_std::ambient_authority()).unwrap();
+            let options = StoreOptions::new().keep_other_fingerprints(true);
+            ArtifactStore::open(root, fingerprint, options).unwrap()
+        };
+        // The `pvf` binary's environment, named by its directory.
+        let lib = open(fp.parse().unwrap());
+        let record = |kind, reason: &str| FailureRecord::new(kind, reason);
+        lib.record_failure(
+            &invalid,
+            &record(FailureKind::InvalidCode, "not a component\n\x1b[31mred"),
+        )
+        .unwrap();
+        lib.record_failure(
+            &world,
+            &record(FailureKind::WrongWorld, "no validate export"),
+        )
+        .unwrap();
+        lib.record_failure(&old, &record(FailureKind::PrecheckLimit, "61 s of CPU"))
+            .unwrap();
+        open(other)
+            .record_failure(&stale, &record(FailureKind::InvalidCode, "elsewhere"))
+            .unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(fp_dir.join(format!("{old}.failed")))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3 * 3600 + 60))
+        .unwrap();
+    BadEntry::Fifo.plant(&fp_dir.join(format!("{fifo}.failed")), outside.path());
+
+    let (_, rows) = table(&store);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let row = |hash: &str| {
+        rows.iter()
+            .find(|r| r[0] == hash)
+            .unwrap_or_else(|| panic!("{hash} in {rows:?}"))
+            .clone()
+    };
+    let current = format!("{} (current)", &fp[..12]);
+    assert_eq!(row(&adder)[4], "ready");
+    assert_eq!(row(&invalid.to_string())[1], current);
+    assert_eq!(row(&invalid.to_string())[4], "failed (invalid code)");
+    assert_eq!(row(&world.to_string())[4], "failed (wrong world)");
+    assert_eq!(row(&old.to_string())[3], "3 hours ago");
+    assert_eq!(row(&old.to_string())[4], "failed (pre-check limit)");
+    assert_eq!(
+        row(&fifo.to_string())[4],
+        "failed (bad: not a regular file: a fifo)"
+    );
+    assert_eq!(row(&stale.to_string())[1], other.to_hex()[..12]);
+    assert_eq!(row(&stale.to_string())[4], "failed (stale)");
+
+    // JSON: `artifacts` keeps meaning artifacts; records are `failures`.
+    let (code, list, _) = run_json(pvf(&store).args(["cache", "list"]));
+    assert_eq!(code, 0);
+    assert_eq!(list["artifacts"].as_array().unwrap().len(), 1, "{list}");
+    let failures = list["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 5, "{list}");
+    let entry = |hash: &CodeHash| {
+        failures
+            .iter()
+            .find(|f| f["code_hash"] == hash.to_string().as_str())
+            .unwrap()
+    };
+    assert_eq!(entry(&invalid)["failure"], "invalid code");
+    assert_eq!(entry(&invalid)["reason"], "not a component\n\x1b[31mred");
+    assert_eq!(entry(&invalid)["current"], true);
+    assert_eq!(entry(&invalid)["kind"], "file");
+    assert_eq!(entry(&old)["failure"], "pre-check limit");
+    assert_eq!(entry(&fifo)["kind"], "fifo");
+    assert_eq!(entry(&fifo)["failure"], Value::Null);
+    assert_eq!(entry(&stale)["current"], false);
+    assert_eq!(entry(&stale)["state"], "failed (stale)");
+
+    // A flipped bit: `cache list` says so; `cache verify` removes it and the FIFO.
+    let world_path = fp_dir.join(format!("{world}.failed"));
+    let mut bytes = std::fs::read(&world_path).unwrap();
+    bytes[45] ^= 0x10;
+    std::fs::write(&world_path, bytes).unwrap();
+    assert_eq!(row_state(&store, &world), "failed (bad: checksum mismatch)");
+    let (code, report, stderr) = run_json(pvf(&store).args(["cache", "verify"]));
+    assert_eq!(code, 0, "{report} {stderr}");
+    assert_eq!(report["checked"], 1, "{report}");
+    assert_eq!(report["bad"], Value::from(Vec::<Value>::new()), "{report}");
+    assert_eq!(report["failures_checked"], 4, "{report}");
+    assert_eq!(report["consistent"], true, "{report}");
+    let mut bad: Vec<(String, bool)> = report["bad_failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["code_hash"].as_str().unwrap().to_string(),
+                b["removed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    bad.sort();
+    assert_eq!(
+        bad,
+        [(world.to_string(), true), (fifo.to_string(), true)],
+        "{report}"
+    );
+    assert!(!entry_exists(&world_path));
+    assert!(!entry_exists(&fp_dir.join(format!("{fifo}.failed"))));
+    let out = run(pvf(&store).args(["cache", "verify"]));
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("checked 2 failure records, 0 bad"),
+        "{human}"
+    );
+
+    // Prune: the old record goes, the fresh one and the fresh artifact stay; the other
+    // environment's record goes with its directory.
+    let (code, pruned, stderr) =
+        run_json(pvf(&store).args(["cache", "prune", "--older-than", "1h"]));
+    assert_eq!(code, 0, "{pruned} {stderr}");
+    assert_eq!(
+        pruned["removed_failures"],
+        Value::from(vec![old.to_string()]),
+        "{pruned}"
+    );
+    assert_eq!(
+        pruned["removed_artifacts"],
+        Value::from(Vec::<String>::new())
+    );
+    assert_eq!(
+        pruned["removed_fingerprints"],
+        Value::from(vec![other.to_hex()])
+    );
+    assert!(!fp_dir.join(format!("{old}.failed")).exists());
+    let (_, rows) = table(&store);
+    let mut hashes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    hashes.sort();
+    let mut expected = vec![adder.clone(), invalid.to_string()];
+    expected.sort();
+    assert_eq!(hashes, expected, "{rows:?}");
+}
+
+/// The STATE cell of `hash`'s row in `pvf cache list`.
+fn row_state(store: &Path, hash: &pvf_host::CodeHash) -> String {
+    let (_, rows) = table(store);
+    rows.into_iter()
+        .find(|r| r[0] == hash.to_string())
+        .unwrap_or_else(|| panic!("{hash} listed"))
+        .swap_remove(4)
+}

@@ -3,9 +3,10 @@
 //! files, and last-use tracking.
 //!
 //! The store deletes only what it wrote: entries with its own names (`<code-hash>.artifact`,
-//! `<code-hash>.lock`, `.in-use`, `.tmp-*`), whatever their type, and then a directory that is
-//! left empty. Anything else in another environment's directory stays and is reported
-//! ([`PruneReport::kept_foreign`], and one warning per directory). Symlinks are never followed.
+//! `<code-hash>.failed`, `<code-hash>.lock`, `.in-use`, `.tmp-*`), whatever their type, and then
+//! a directory that is left empty. Anything else in another environment's directory stays and is
+//! reported ([`PruneReport::kept_foreign`], and one warning per directory). Symlinks are never
+//! followed.
 
 use std::ffi::OsString;
 use std::time::{Duration, SystemTime};
@@ -18,8 +19,8 @@ use rustix::fs::{
 use super::entry::{self, EntryKind, OpenError};
 use super::locks::{self, Mode};
 use super::{
-    ARTIFACT_SUFFIX, ArtifactStore, CodeHash, IN_USE, LAST_USE_GRANULARITY, LOCK_SUFFIX,
-    MAX_ARTIFACT_BYTES, TMP_PREFIX, parse_hex32,
+    ARTIFACT_SUFFIX, ArtifactStore, CodeHash, FAILED_SUFFIX, IN_USE, LAST_USE_GRANULARITY,
+    LOCK_SUFFIX, MAX_ARTIFACT_BYTES, MAX_FAILURE_RECORD_BYTES, TMP_PREFIX, parse_hex32,
 };
 use crate::error::StoreError;
 
@@ -96,6 +97,12 @@ pub struct PruneReport {
     pub removed_artifacts: Vec<CodeHash>,
     /// Directories of other fingerprints removed (they held only the store's own entries).
     pub removed_fingerprints: Vec<String>,
+    /// Failure records (entries with a record's name, `<code-hash>.failed`) removed from this
+    /// fingerprint's directory: those unused for longer than the policy's idle time, and
+    /// entries that could never be read as one (not a regular file, or larger than
+    /// [`MAX_FAILURE_RECORD_BYTES`]). Records do not count against the byte budget. (Other
+    /// fingerprints' records go with their directory, in `removed_fingerprints`.)
+    pub removed_failures: Vec<CodeHash>,
     /// Artifacts that qualified for removal but were in use (kept).
     pub skipped_in_use: Vec<CodeHash>,
     /// Bytes freed: the disk space of the regular files removed (a sparse file counts what it
@@ -114,14 +121,14 @@ pub(super) struct OthersCleaned {
     pub(super) kept_foreign: Vec<String>,
 }
 
-/// An entry with an artifact's name, as `lstat` saw it.
-struct Listed {
-    hash: CodeHash,
-    kind: EntryKind,
-    size: u64,
+/// An entry with an artifact's or a failure record's name, as `lstat` saw it.
+pub(super) struct Listed {
+    pub(super) hash: CodeHash,
+    pub(super) kind: EntryKind,
+    pub(super) size: u64,
     /// What removing it frees (see [`entry::freed_by_removal`]).
-    disk: u64,
-    last_used: Option<SystemTime>,
+    pub(super) disk: u64,
+    pub(super) last_used: Option<SystemTime>,
 }
 
 impl Listed {
@@ -190,7 +197,10 @@ impl ArtifactStore {
     /// 2. removes entries with an artifact's name that can never be loaded (not a regular file,
     ///    or larger than [`MAX_ARTIFACT_BYTES`]);
     /// 3. removes this fingerprint's artifacts unused for longer than the policy's idle time;
-    /// 4. removes the least recently used of the rest until they fit in the byte budget.
+    /// 4. removes the least recently used of the rest until they fit in the byte budget;
+    /// 5. removes this fingerprint's failure records unused for longer than the idle time, and
+    ///    entries with a record's name that can never be read as one (records do not count
+    ///    against the byte budget; other fingerprints' records went in step 1).
     ///
     /// Never removes an artifact that another process is preparing or loading (it is reported
     /// in `skipped_in_use`); removal is atomic per file.
@@ -229,7 +239,47 @@ impl ArtifactStore {
                 total -= artifact.size;
             }
         }
+        self.prune_failures(policy, now, &mut report)?;
         Ok(report)
+    }
+
+    /// Removes this fingerprint's failure records unused for longer than the policy's idle time
+    /// and entries with a record's name that could never be read as one. Records are a few KiB
+    /// each and are not counted against the byte budget. No lock is needed: removing a record
+    /// under a reader changes nothing it reads, and a record removed under a writer's rename is
+    /// at worst written again by the next failed preparation. An entry that cannot be removed
+    /// (a directory holding something) is kept with a warning.
+    fn prune_failures(
+        &self,
+        policy: &PrunePolicy,
+        now: SystemTime,
+        report: &mut PruneReport,
+    ) -> Result<(), StoreError> {
+        for record in entries_in(&self.dir, &self.fingerprint.to_hex(), FAILED_SUFFIX)? {
+            let readable =
+                record.kind == EntryKind::File && record.size <= MAX_FAILURE_RECORD_BYTES;
+            let idle = record
+                .last_used
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            let too_old = policy.max_idle.is_some_and(|max| idle > max);
+            if readable && !too_old {
+                continue;
+            }
+            let name = record.hash.failure_name();
+            match entry::remove(&self.dir, &name) {
+                Ok(removed) => {
+                    if removed.is_some() {
+                        report.freed_bytes += record.disk;
+                        report.removed_failures.push(record.hash);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %name, error = %e, "cannot remove a failure record")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes `artifact` unless another process holds its key's lock; records what happened.
@@ -368,10 +418,12 @@ impl ArtifactStore {
 fn is_store_name(name: &str) -> bool {
     name == IN_USE
         || name.starts_with(TMP_PREFIX)
-        || [ARTIFACT_SUFFIX, LOCK_SUFFIX].iter().any(|suffix| {
-            name.strip_suffix(suffix)
-                .is_some_and(|hash| parse_hex32(hash).is_some())
-        })
+        || [ARTIFACT_SUFFIX, FAILED_SUFFIX, LOCK_SUFFIX]
+            .iter()
+            .any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|hash| parse_hex32(hash).is_some())
+            })
 }
 
 /// Whether `name` in `root` is still the directory `dir` is open on.
@@ -416,7 +468,7 @@ fn mtime(stat: &Stat) -> Duration {
 }
 
 /// Names of `root`'s subdirectories that look like fingerprints (symlinks are not followed).
-fn fingerprint_dirs(root: &Dir) -> Result<Vec<String>, StoreError> {
+pub(super) fn fingerprint_dirs(root: &Dir) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     let entries = root
         .entries()
@@ -448,11 +500,17 @@ fn process_alive(pid: i32) -> bool {
 
 /// Every entry of `dir` with an artifact's name, whatever its type, as `lstat` sees it.
 fn artifacts_in(dir: &Dir, what: &str) -> Result<Vec<Listed>, StoreError> {
+    entries_in(dir, what, ARTIFACT_SUFFIX)
+}
+
+/// Every entry of `dir` named `<code-hash><suffix>`, whatever its type, as `lstat` sees it
+/// (`what` names the directory in errors).
+pub(super) fn entries_in(dir: &Dir, what: &str, suffix: &str) -> Result<Vec<Listed>, StoreError> {
     let mut out = Vec::new();
     for name in names_in(dir, what)? {
         let Some(name) = name.to_str() else { continue };
         let Some(hash) = name
-            .strip_suffix(ARTIFACT_SUFFIX)
+            .strip_suffix(suffix)
             .and_then(|h| h.parse::<CodeHash>().ok())
         else {
             continue;

@@ -7,6 +7,8 @@
 //! <fingerprint-hex>/                      one per environment (see EnvFingerprint)
 //!     .in-use                             shared-locked by every process using this directory
 //!     <code-hash-hex>.artifact            header + wasmtime artifact; mtime = last use
+//!     <code-hash-hex>.failed              failure record: the code failed preparation
+//!                                         deterministically (see [`failures`]); mtime = last use
 //!     <code-hash-hex>.lock                per-key lock: prepare (exclusive), load (shared)
 //!     .tmp-<code-hash-hex>-<pid>-<n>      a write in progress (or left by a crash)
 //! ```
@@ -24,6 +26,11 @@
 //! allocated fallibly. Anything else at an artifact's name is [`StoreError::Corrupt`]: discarded
 //! and re-prepared, never a verdict.
 //!
+//! A failure record (`FAILURE_MAGIC | checksum | kind byte | reason`, at most
+//! [`MAX_FAILURE_RECORD_BYTES`]) remembers code that failed preparation deterministically, with
+//! the same salted checksum, atomic write and hostile-entry rules; a bad one is no record (the
+//! code is compiled again). Records and artifacts of one code hash are independent.
+//!
 //! Nothing here takes a path: the store is reached only through the [`Dir`] it was opened with.
 
 use std::fmt;
@@ -34,15 +41,20 @@ use std::time::Duration;
 
 use cap_std::fs::Dir;
 
-use crate::env::{EnvFingerprint, hex_string};
+use crate::env::{EnvFingerprint, hex_string, parse_hex32};
 use crate::error::StoreError;
 
 mod entry;
+mod failures;
 mod locks;
 mod maintenance;
 
 pub use entry::EntryKind;
 use entry::OpenError;
+pub use failures::{
+    FailureInfo, FailureKind, FailureRecord, FailureState, FailureVerifyReport,
+    MAX_FAILURE_REASON_BYTES, MAX_FAILURE_RECORD_BYTES,
+};
 pub(crate) use locks::FileLock;
 use locks::Mode;
 pub use maintenance::{ArtifactInfo, PrunePolicy, PruneReport};
@@ -52,6 +64,7 @@ const MAGIC: &[u8; 8] = b"PVFART\x00\x01";
 const HEADER_LEN: usize = MAGIC.len() + 32;
 const ARTIFACT_SUFFIX: &str = ".artifact";
 const LOCK_SUFFIX: &str = ".lock";
+const FAILED_SUFFIX: &str = ".failed";
 const TMP_PREFIX: &str = ".tmp-";
 const IN_USE: &str = ".in-use";
 /// The largest artifact file the store writes or reads, header included: 512 MiB.
@@ -95,6 +108,10 @@ impl CodeHash {
     fn lock_name(&self) -> String {
         format!("{self}{LOCK_SUFFIX}")
     }
+
+    fn failure_name(&self) -> String {
+        format!("{self}{FAILED_SUFFIX}")
+    }
 }
 
 impl fmt::Display for CodeHash {
@@ -118,17 +135,6 @@ impl FromStr for CodeHash {
             .map(Self)
             .ok_or_else(|| format!("not a code hash (64 hex digits): {s:?}"))
     }
-}
-
-fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 /// An artifact whose checksum was verified against this store's fingerprint and its code hash.
@@ -428,31 +434,41 @@ impl ArtifactStore {
                 ),
             ));
         }
+        let checksum = self.checksum(hash, artifact);
+        self.write_atomically(
+            hash,
+            &hash.file_name(),
+            &[MAGIC, checksum.as_bytes(), artifact],
+        )
+    }
+
+    /// Writes `parts`, one after the other, as the entry `name` of `hash`: to a temporary file
+    /// (`.tmp-<hash>-<pid>-<n>`, removed on failure, or at the next open if we die), fsynced,
+    /// renamed into place, and the directory fsynced.
+    fn write_atomically(
+        &self,
+        hash: &CodeHash,
+        name: &str,
+        parts: &[&[u8]],
+    ) -> Result<(), StoreError> {
         let tmp = format!(
             "{TMP_PREFIX}{hash}-{}-{}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let result = self.write_then_rename(&tmp, &hash.file_name(), hash, artifact);
+        let result = self.write_then_rename(&tmp, name, parts);
         if result.is_err() {
             let _ = self.dir.remove_file(&tmp);
         }
         result
     }
 
-    fn write_then_rename(
-        &self,
-        tmp: &str,
-        name: &str,
-        hash: &CodeHash,
-        artifact: &[u8],
-    ) -> Result<(), StoreError> {
-        let checksum = self.checksum(hash, artifact);
+    fn write_then_rename(&self, tmp: &str, name: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
         let mut file = self.create_temporary(tmp)?;
         let write = |file: &mut cap_std::fs::File| -> std::io::Result<()> {
-            file.write_all(MAGIC)?;
-            file.write_all(checksum.as_bytes())?;
-            file.write_all(artifact)?;
+            for part in parts {
+                file.write_all(part)?;
+            }
             file.sync_all()
         };
         write(&mut file).map_err(|e| StoreError::io(format!("write {tmp}"), e))?;
@@ -487,7 +503,8 @@ impl ArtifactStore {
 
     /// Removes the artifact of `hash`, if any: whatever has its name (a symlink itself, never its
     /// target; a directory only when empty — what is inside is not the store's, so removing a
-    /// directory that holds anything fails, to be reported).
+    /// directory that holds anything fails, to be reported). A failure record of `hash` stays
+    /// (see [`ArtifactStore::forget_failure`]).
     pub fn remove(&self, hash: &CodeHash) -> Result<(), StoreError> {
         let name = hash.file_name();
         match entry::remove(&self.dir, &name) {
@@ -502,10 +519,16 @@ impl ArtifactStore {
     /// Keying rather than prefixing the salt lets blake3 hash the artifact from its first byte
     /// at full SIMD width: a 64-byte prefix cost ~15 % on a 225 KB artifact (BENCHMARKS.md).
     fn checksum(&self, hash: &CodeHash, artifact: &[u8]) -> blake3::Hash {
-        let mut key = blake3::Hasher::new_derive_key("pvf-host artifact checksum key v2");
+        self.salted_checksum("pvf-host artifact checksum key v2", hash, artifact)
+    }
+
+    /// blake3 of `bytes` keyed with a key derived, in the domain `context`, from this
+    /// environment's fingerprint and `hash`.
+    fn salted_checksum(&self, context: &str, hash: &CodeHash, bytes: &[u8]) -> blake3::Hash {
+        let mut key = blake3::Hasher::new_derive_key(context);
         key.update(self.fingerprint.as_bytes());
         key.update(hash.as_bytes());
-        blake3::keyed_hash(key.finalize().as_bytes(), artifact)
+        blake3::keyed_hash(key.finalize().as_bytes(), bytes)
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {

@@ -19,10 +19,23 @@
 //! unused), `bad: <kind>` (something that is not a regular file has an artifact's name) or
 //! `bad: too large` (above the store's maximum). `--json` prints `{"fingerprint", "artifacts":
 //! [{"code_hash", "fingerprint", "current", "size", "last_used_unix", "kind", "state"}]}`.
+//!
+//! Failure records (`<code-hash>.failed`: code that failed preparation deterministically) are
+//! rows of the same table after the artifacts, their STATE starting with `failed`:
+//! `failed (invalid code)`, `failed (wrong world)`, `failed (pre-check limit)` (this
+//! environment's, checksum verified), `failed (stale)` (another environment's, never read) or
+//! `failed (bad: <why>)` (damaged or not a regular file: `cache verify` and `cache prune` remove
+//! it). In `--json` they are a separate list, so that `artifacts` keeps meaning artifacts:
+//! `"failures": [{"code_hash", "fingerprint", "current", "size", "last_used_unix", "kind",
+//! "failure": "invalid code"|"wrong world"|"pre-check limit"|null, "reason": string|null,
+//! "state"}]`. `cache verify` adds `"failures_checked"` and `"bad_failures": [{"code_hash",
+//! "reason", "removed"}]`; `cache prune` adds `"removed_failures"`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pvf_host::{ArtifactInfo, EntryKind, PrunePolicy, StoreError, ValidationService};
+use pvf_host::{
+    ArtifactInfo, EntryKind, FailureInfo, FailureState, PrunePolicy, StoreError, ValidationService,
+};
 use serde_json::{Value, json};
 
 use crate::CacheCommand;
@@ -33,8 +46,12 @@ pub async fn cache_command(out: &Output, service: &ValidationService, cmd: Cache
     let host = service.host();
     let fingerprint = host.fingerprint().to_hex();
     match cmd {
-        CacheCommand::List => match host.store().list() {
-            Ok(list) => {
+        CacheCommand::List => match host
+            .store()
+            .list()
+            .and_then(|list| Ok((list, host.store().list_failures()?)))
+        {
+            Ok((list, failures)) => {
                 let artifacts: Vec<Value> = list
                     .iter()
                     .map(|a| {
@@ -43,24 +60,33 @@ pub async fn cache_command(out: &Output, service: &ValidationService, cmd: Cache
                             "fingerprint": a.fingerprint,
                             "current": a.current,
                             "size": a.size,
-                            "last_used_unix": a.last_used.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+                            "last_used_unix": unix_secs(a.last_used),
                             "kind": a.kind.as_str(),
                             "state": state(a),
                         })
                     })
                     .collect();
+                let failures_json: Vec<Value> = failures.iter().map(failure_json).collect();
                 out.emit(
-                    json!({"fingerprint": fingerprint, "artifacts": artifacts}),
-                    &list_table(&list, SystemTime::now()),
+                    json!({"fingerprint": fingerprint, "artifacts": artifacts, "failures": failures_json}),
+                    &list_table(&list, &failures, SystemTime::now()),
                     None,
                 );
                 EXIT_OK
             }
             Err(e) => store_failure(out, &e),
         },
-        CacheCommand::Verify => match service.verify_store().await {
-            Ok(report) => {
-                let consistent = report.bad.iter().all(|(_, _, removed)| *removed);
+        CacheCommand::Verify => match service
+            .verify_store()
+            .await
+            .and_then(|report| Ok((report, host.store().verify_failures()?)))
+        {
+            Ok((report, failures)) => {
+                let consistent = report
+                    .bad
+                    .iter()
+                    .chain(&failures.bad)
+                    .all(|(_, _, removed)| *removed);
                 let bad: Vec<Value> = report
                     .bad
                     .iter()
@@ -77,10 +103,33 @@ pub async fn cache_command(out: &Output, service: &ValidationService, cmd: Cache
                         if *removed { "removed" } else { "NOT removed" }
                     ));
                 }
+                human.push_str(&format!(
+                    "\nchecked {} failure records, {} bad",
+                    failures.checked,
+                    failures.bad.len()
+                ));
+                for (h, why, removed) in &failures.bad {
+                    human.push_str(&format!(
+                        "\n{h}: failure record {} ({why})",
+                        if *removed { "removed" } else { "NOT removed" }
+                    ));
+                }
+                let bad_failures: Vec<Value> = failures
+                    .bad
+                    .iter()
+                    .map(|(h, why, removed)| json!({"code_hash": h.to_string(), "reason": why, "removed": removed}))
+                    .collect();
                 out.emit(
-                    json!({"fingerprint": fingerprint, "checked": report.checked, "bad": bad, "consistent": consistent}),
+                    json!({
+                        "fingerprint": fingerprint,
+                        "checked": report.checked,
+                        "bad": bad,
+                        "failures_checked": failures.checked,
+                        "bad_failures": bad_failures,
+                        "consistent": consistent,
+                    }),
                     &human,
-                    (!consistent).then_some("some bad artifacts could not be removed"),
+                    (!consistent).then_some("some bad entries could not be removed"),
                 );
                 if consistent {
                     EXIT_OK
@@ -110,8 +159,9 @@ async fn prune(out: &Output, service: &ValidationService, policy: PrunePolicy) -
     match service.prune(policy).await {
         Ok(r) => {
             let mut human = format!(
-                "removed {} artifacts and {} stale environment directories, freed {} bytes",
+                "removed {} artifacts, {} failure records and {} stale environment directories, freed {} bytes",
                 r.removed_artifacts.len(),
+                r.removed_failures.len(),
                 r.removed_fingerprints.len(),
                 r.freed_bytes
             );
@@ -124,6 +174,7 @@ async fn prune(out: &Output, service: &ValidationService, policy: PrunePolicy) -
             out.emit(
                 json!({
                     "removed_artifacts": r.removed_artifacts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                    "removed_failures": r.removed_failures.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
                     "removed_fingerprints": r.removed_fingerprints,
                     "skipped_in_use": r.skipped_in_use.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
                     "freed_bytes": r.freed_bytes,
@@ -157,8 +208,42 @@ fn state(a: &ArtifactInfo) -> String {
     }
 }
 
-/// The human table of `cache list`: a header, then one row per entry, columns aligned.
-fn list_table(list: &[ArtifactInfo], now: SystemTime) -> String {
+/// The STATE column (and `state` field) of a failure record.
+fn failure_state(f: &FailureInfo) -> String {
+    match &f.state {
+        FailureState::Recorded(record) => format!("failed ({})", record.kind),
+        FailureState::Stale => "failed (stale)".to_string(),
+        FailureState::Bad(why) => format!("failed (bad: {why})"),
+    }
+}
+
+/// The JSON object of a failure record in `cache list --json`.
+fn failure_json(f: &FailureInfo) -> Value {
+    let record = match &f.state {
+        FailureState::Recorded(record) => Some(record),
+        _ => None,
+    };
+    json!({
+        "code_hash": f.code_hash.to_string(),
+        "fingerprint": f.fingerprint,
+        "current": f.current,
+        "size": f.size,
+        "last_used_unix": unix_secs(f.last_used),
+        "kind": f.kind.as_str(),
+        "failure": record.map(|r| r.kind.as_str()),
+        "reason": record.map(|r| r.reason.as_str()),
+        "state": failure_state(f),
+    })
+}
+
+fn unix_secs(time: Option<SystemTime>) -> Option<u64> {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+/// The human table of `cache list`: a header, then one row per entry (artifacts, then failure
+/// records), columns aligned.
+fn list_table(list: &[ArtifactInfo], failures: &[FailureInfo], now: SystemTime) -> String {
     let mut rows = vec![[
         "CODE HASH".to_string(),
         "ENVIRONMENT".to_string(),
@@ -166,20 +251,44 @@ fn list_table(list: &[ArtifactInfo], now: SystemTime) -> String {
         "LAST USED".to_string(),
         "STATE".to_string(),
     ]];
-    for a in list {
-        let environment = a.fingerprint.get(..12).unwrap_or(&a.fingerprint);
+    let mut row = |code_hash: String,
+                   fingerprint: &str,
+                   current: bool,
+                   size: u64,
+                   last_used: Option<SystemTime>,
+                   state: String| {
+        let environment = fingerprint.get(..12).unwrap_or(fingerprint);
         rows.push([
-            a.code_hash.to_string(),
-            if a.current {
+            code_hash,
+            if current {
                 format!("{environment} (current)")
             } else {
                 environment.to_string()
             },
-            human_size(a.size),
-            a.last_used
-                .map_or_else(|| "never".to_string(), |t| ago(t, now)),
-            state(a),
+            human_size(size),
+            last_used.map_or_else(|| "never".to_string(), |t| ago(t, now)),
+            state,
         ]);
+    };
+    for a in list {
+        row(
+            a.code_hash.to_string(),
+            &a.fingerprint,
+            a.current,
+            a.size,
+            a.last_used,
+            state(a),
+        );
+    }
+    for f in failures {
+        row(
+            f.code_hash.to_string(),
+            &f.fingerprint,
+            f.current,
+            f.size,
+            f.last_used,
+            failure_state(f),
+        );
     }
     let mut widths = [0; 5];
     for row in &rows {

@@ -119,12 +119,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheCommand {
-    /// List stored artifacts (all fingerprints).
+    /// List stored artifacts and failure records (all fingerprints).
     List,
-    /// Verify every artifact of this environment (checksum, construction), removing bad ones.
+    /// Verify every artifact (checksum, construction) and failure record (checksum) of this
+    /// environment, removing bad ones.
     Verify,
-    /// Remove other environments' unused artifacts, this one's unused for too long, and the
-    /// least recently used beyond a byte budget. Artifacts in use are kept.
+    /// Remove other environments' unused artifacts, this one's artifacts and failure records
+    /// unused for too long, and the least recently used artifacts beyond a byte budget.
+    /// Artifacts in use are kept.
     Prune {
         /// Keep at most this many bytes of this environment's artifacts [default: 10 GiB].
         #[arg(long, value_name = "N")]
