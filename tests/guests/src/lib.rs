@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+pub mod bombs;
+
 /// The directory holding `<name>.wasm` for every bundled guest.
 pub const GUEST_DIR: &str = env!("PVF_GUEST_DIR");
 
