@@ -23,12 +23,14 @@ const USAGE: &str = "usage: bomb_cost (adder | memory [LOCALS [BLOCKS]] | cpu [D
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The shape and its sizes come before the first `--` option.
+    let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let num = |i: usize, default: u32| -> u32 {
-        args.get(i)
-            .filter(|a| !a.starts_with("--"))
+        positional
+            .get(i)
             .map_or(default, |a| a.parse().expect("a number"))
     };
-    let shape = args.first().map_or("", String::as_str);
+    let shape = positional.first().map_or("", |s| s.as_str());
     let bytes = match shape {
         "adder" => pvf_test_guests::bytes("adder"),
         "memory" => bombs::memory_bomb_with(
@@ -55,13 +57,9 @@ fn main() {
     let result = engine.precompile_component(&bytes);
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = cpu_seconds();
-    let sizes: Vec<&String> = args[1..]
-        .iter()
-        .take_while(|a| !a.starts_with("--"))
-        .collect();
     println!(
         "{shape} {:?}: {} bytes, {}, peak RSS {} MiB (before {} MiB), CPU {:.2} s (user {:.2} s, system {:.2} s), wall {:.2} s",
-        sizes,
+        &positional[1..],
         bytes.len(),
         match &result {
             Ok(artifact) => format!("ok ({} byte artifact)", artifact.len()),
