@@ -5,8 +5,15 @@
 //! [`JS_GUEST`] (`guest-components/js-validate`, componentize-js) needs node, npm and the npm
 //! registry at build time; without them the build goes on without it (with a cargo warning),
 //! and [`JS_GUEST_BUILT`] is false. Use [`available`] for every guest that was built.
+//!
+//! [`bombs`] makes *compile bombs*: `adder` plus one extra core module whose compilation takes
+//! about 2 GB of memory ([`bombs::memory_bomb_component`]) or about 10 s of CPU time
+//! ([`bombs::cpu_bomb_component`]), with scaled versions for tests of preparation limits.
 
 use std::path::PathBuf;
+
+/// Compile bombs for the tests and benchmarks of preparation limits (memory and CPU caps).
+pub mod bombs;
 
 /// The directory holding `<name>.wasm` for every bundled guest.
 pub const GUEST_DIR: &str = env!("PVF_GUEST_DIR");
