@@ -74,6 +74,15 @@ pub enum PrepareError {
     /// unreadable. A local fault: transient.
     #[error("preparation worker: {0}")]
     Worker(String),
+    /// The code failed preparation deterministically here before, and the store remembers it
+    /// (a failure record): it is not compiled again. Permanent.
+    #[error("{reason} (remembered: this code failed preparation before)")]
+    Remembered {
+        /// What kind of failure it was.
+        kind: crate::store::FailureKind,
+        /// The failure's message, as it was first reported.
+        reason: String,
+    },
 }
 
 fn limit_name(strict: bool) -> &'static str {
@@ -274,7 +283,8 @@ impl ValidationError {
                 PrepareError::TooLarge { .. }
                 | PrepareError::Decompress(_)
                 | PrepareError::InvalidCode(_)
-                | PrepareError::WrongWorld(_),
+                | PrepareError::WrongWorld(_)
+                | PrepareError::Remembered { .. },
             ) => Deterministic,
             Self::Prepare(
                 PrepareError::MemoryExceeded { strict, .. }

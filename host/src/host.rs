@@ -17,7 +17,9 @@ use crate::execute::{HostState, construct, construct_raw, execute, instantiate_o
 use crate::inflight::InFlight;
 use crate::memory_cache::MemoryCache;
 use crate::prepare::{compile, compile_error, decode, link};
-use crate::store::{ArtifactStore, CodeHash, FileLock, StoreOptions, VerifiedArtifact};
+use crate::store::{
+    ArtifactStore, CodeHash, FailureKind, FailureRecord, FileLock, StoreOptions, VerifiedArtifact,
+};
 use crate::types::{ValidationParams, ValidationResult};
 use crate::worker::protocol::Purpose;
 use crate::worker::{Compiled, WorkerPool};
@@ -278,9 +280,13 @@ impl ValidationHost {
         let Some(workers) = &self.workers else {
             return self.runnable(code_hash, code);
         };
-        let compiled = workers
-            .compile(code, Purpose::Precheck)
-            .map_err(|e| (CacheStatus::Miss, e.into()))?;
+        if let Some(e) = self.remembered_failure(code_hash, Purpose::Precheck) {
+            return Err((CacheStatus::Miss, e.into()));
+        }
+        let compiled = workers.compile(code, Purpose::Precheck).map_err(|e| {
+            self.remember_failure(code_hash, &e);
+            (CacheStatus::Miss, e.into())
+        })?;
         let peak = compiled.peak_memory;
         let mut runnable = match self.cached(code_hash) {
             Some(runnable) => runnable,
@@ -470,6 +476,15 @@ impl ValidationHost {
                 CacheStatus::Repaired
             }
         };
+        // Code that failed deterministically before is not compiled again.
+        if compiled.is_none()
+            && let Some(e) = self.remembered_failure(code_hash, purpose)
+        {
+            if let Some(lock) = lock {
+                self.store.discard_lock(code_hash, lock);
+            }
+            return Err((cache, e.into()));
+        }
         match self.prepare_fresh(code_hash, code, purpose, compiled) {
             Ok((pre, size, peak_memory)) => Ok((
                 Runnable {
@@ -480,12 +495,50 @@ impl ValidationHost {
                 size,
             )),
             Err(e) => {
+                self.remember_failure(code_hash, &e);
                 // Nothing is stored for code that does not prepare; leave no lock file behind.
                 if let Some(lock) = lock {
                     self.store.discard_lock(code_hash, lock);
                 }
                 Err((cache, e.into()))
             }
+        }
+    }
+
+    /// The deterministic failure the store remembers for `code_hash` that applies to `purpose`
+    /// (a strict pre-check limit applies to pre-checks only). A record that cannot be read is
+    /// no record: the code is compiled.
+    fn remembered_failure(&self, code_hash: &CodeHash, purpose: Purpose) -> Option<PrepareError> {
+        match self.store.failure(code_hash) {
+            Ok(Some(record))
+                if record.kind != FailureKind::PrecheckLimit || purpose == Purpose::Precheck =>
+            {
+                Some(PrepareError::Remembered {
+                    kind: record.kind,
+                    reason: record.reason,
+                })
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(code_hash = %code_hash, error = %e, "cannot read the failure record; compiling");
+                None
+            }
+        }
+    }
+
+    /// Records a deterministic preparation failure in the store, so the code is not compiled
+    /// again (here or after a restart). Other failures are not the code's and are not recorded.
+    fn remember_failure(&self, code_hash: &CodeHash, error: &PrepareError) {
+        let kind = match error {
+            PrepareError::InvalidCode(_) => FailureKind::InvalidCode,
+            PrepareError::WrongWorld(_) => FailureKind::WrongWorld,
+            PrepareError::MemoryExceeded { strict: true, .. }
+            | PrepareError::CpuTimeExceeded { strict: true, .. } => FailureKind::PrecheckLimit,
+            _ => return,
+        };
+        let record = FailureRecord::new(kind, error.to_string());
+        if let Err(e) = self.store.record_failure(code_hash, &record) {
+            tracing::warn!(code_hash = %code_hash, error = %e, "could not record the preparation failure");
         }
     }
 

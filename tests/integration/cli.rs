@@ -278,6 +278,7 @@ fn bad_code_is_invalid_and_leaves_no_partial_file() {
             "does not target pvf:validation/validation-function",
         ),
     ];
+    let bad_codes = files.len();
     for (name, bytes, needle) in files {
         let path = write_file(dir.path(), name, bytes);
         for sub in ["prepare", "precheck", "validate"] {
@@ -296,7 +297,9 @@ fn bad_code_is_invalid_and_leaves_no_partial_file() {
             assert_eq!(stderr.lines().count(), 1, "{name} {sub}: {stderr:?}");
         }
     }
-    // The store holds one fingerprint directory with only its in-use marker.
+    // The store holds one fingerprint directory with only its in-use marker and a failure record
+    // per bad code (no artifact, temporary file or lock): the second and third commands on
+    // each were answered from the record.
     let dirs: Vec<_> = std::fs::read_dir(&store)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -307,7 +310,11 @@ fn bad_code_is_invalid_and_leaves_no_partial_file() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name != ".in-use")
         .collect();
-    assert!(left.is_empty(), "no file left in the store: {left:?}");
+    assert_eq!(left.len(), bad_codes, "{left:?}");
+    assert!(
+        left.iter().all(|name| name.ends_with(".failed")),
+        "only failure records left in the store: {left:?}"
+    );
 }
 
 #[test]

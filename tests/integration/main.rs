@@ -17,3 +17,4 @@ mod serve;
 mod service;
 mod store_faults;
 mod verdicts;
+mod workers;
