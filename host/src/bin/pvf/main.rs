@@ -4,6 +4,7 @@
 //! on stdout; exit codes are 0 valid/success, 1 invalid, 2 indeterminate, 64 usage/input error.
 
 mod cache;
+mod doctor;
 mod output;
 mod params;
 mod serve;
@@ -90,6 +91,10 @@ enum Command {
     /// Inspect and maintain the artifact store.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Check the isolation of workers on this machine: runs a confined probe and shows each
+    /// layer (active or unavailable and why), the store directory and the environment
+    /// fingerprint. Exit 0 when every layer is active, 2 otherwise.
+    Doctor,
 }
 
 #[derive(Subcommand)]
@@ -205,6 +210,10 @@ fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'sta
 
 fn run(cli: Cli) -> u8 {
     let out = Output { json: cli.json };
+    // Needs no runtime and no store.
+    if let Command::Doctor = cli.command {
+        return doctor::run(&out, "workers", &cli.cache_dir, true);
+    }
     // `serve` runs requests concurrently: worker threads, I/O (stdin, metrics) and signals. A
     // one-shot command runs one request: a current-thread runtime with timers (the service's
     // deadlines) is enough, and starts no threads (executions run in `spawn_blocking`).
@@ -255,7 +264,7 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
                 Err(e) => return out.usage_error(&format!("{e:#}")),
             }
         }
-        Command::Cache(_) | Command::Serve { .. } => (None, None),
+        Command::Cache(_) | Command::Serve { .. } | Command::Doctor => (None, None),
     };
     // Inspecting the store must not remove other environments' directories; pruning says so.
     if let Command::Cache(_) = cli.command {
@@ -328,6 +337,7 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
         }
         Command::Serve { metrics, grace } => serve::run(&out, service, metrics, grace).await,
         Command::Cache(cmd) => cache::cache_command(&out, &service, cmd).await,
+        Command::Doctor => doctor::run(&out, "workers", &cli.cache_dir, true),
     }
 }
 
