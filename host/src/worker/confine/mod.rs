@@ -6,12 +6,12 @@
 //!
 //! 1. [`confine_process`], first thing in the worker, while it is single-threaded and before it
 //!    reads any untrusted input: `no_new_privs`; user, mount, net, ipc, uts and pid namespaces
-//!    (then every capability is dropped); rlimits (`NOFILE`, `NPROC`, `CORE`, `FSIZE`); landlock
-//!    (no filesystem access, no TCP, no signals or abstract sockets out of the sandbox). When the
-//!    pid namespace was created, the process forks once: the call returns in the child, pid 1 of
-//!    the new namespace, which dies with its parent; the parent only waits, under a seccomp
-//!    filter of its own, and then ends exactly as the child ended (exit code or signal), so the
-//!    host sees one process.
+//!    (then every capability is dropped); landlock (no filesystem access, no TCP, no signals or
+//!    abstract sockets out of the sandbox); when the pid namespace was created, one fork: the
+//!    call returns in the child, pid 1 of the new namespace, which dies with its parent; the
+//!    parent only waits, under a seccomp filter of its own, and then ends exactly as the child
+//!    ended (exit code or signal), so the host sees one process; last, rlimits (`NOFILE`,
+//!    `NPROC`, `CORE`, `FSIZE`).
 //! 2. [`restrict_syscalls`], right before compiling: the seccomp allowlist on every thread of
 //!    the process (see `seccomp.rs` for the list and the reason for each entry). A syscall
 //!    outside it kills the whole process with `SIGSYS`.
@@ -298,14 +298,7 @@ pub fn confine_process(policy: &ConfinePolicy) -> ConfineReport {
     };
     layers.extend(ns.statuses);
 
-    // 3. rlimits.
-    if policy.applies(Layer::Rlimits) {
-        layers.extend(rlimits::apply(policy, ns.user, root));
-    } else {
-        layers.extend(rlimits::NAMES.iter().map(|n| LayerStatus::not_requested(n)));
-    }
-
-    // 4. landlock, before the fork so that the waiting parent is confined too (and stays in the
+    // 3. landlock, before the fork so that the waiting parent is confined too (and stays in the
     // child's signal scope: it may signal itself and the child).
     layers.push(if policy.applies(Layer::Landlock) {
         landlock::restrict()
@@ -313,7 +306,7 @@ pub fn confine_process(policy: &ConfinePolicy) -> ConfineReport {
         LayerStatus::not_requested("landlock")
     });
 
-    // 5. the fork into the pid namespace: the rest runs as its pid 1.
+    // 4. the fork into the pid namespace: the rest runs as its pid 1.
     layers.push(if ns.pid_unshared {
         match namespaces::enter_pid_namespace(policy.applies(Layer::Seccomp)) {
             Ok(()) => LayerStatus::active(
@@ -326,6 +319,15 @@ pub fn confine_process(policy: &ConfinePolicy) -> ConfineReport {
     } else {
         ns.pid
     });
+
+    // 5. rlimits, last: landlock's ruleset and the fork's pipe need descriptors (the host may
+    // have left some open beyond stdio), and only the child needs the limits (the parent's own
+    // seccomp filter lets it make no descriptor, file or thread).
+    if policy.applies(Layer::Rlimits) {
+        layers.extend(rlimits::apply(policy, ns.user, root));
+    } else {
+        layers.extend(rlimits::NAMES.iter().map(|n| LayerStatus::not_requested(n)));
+    }
     ConfineReport { layers }
 }
 

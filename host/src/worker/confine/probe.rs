@@ -2,12 +2,14 @@
 //! confinement exactly as a worker does (phase 1, then phase 2), then tries ACTION and prints
 //! one line on stdout saying what happened. The integration tests and `pvf doctor` run it.
 //!
-//! Exit codes: 0 the action was refused with an error (`denied errno=NAME`), 3 it was allowed
-//! (`allowed`), 1 the probe itself failed, 64 usage. A syscall the seccomp allowlist forbids kills
+//! Exit codes: 0 the action was refused with an error (`denied errno=NAME`), or `pid`, `limits`,
+//! `report` or `compile` succeeded; 3 it was allowed (`allowed`); 1 the probe itself failed; 64
+//! usage. The line is on stdout; the report and the time each phase took go to stderr. A syscall the seccomp allowlist forbids kills
 //! the process with `SIGSYS` (and the line is never printed).
 //!
 //! Options: `--phase1-only` (every layer but seccomp), `--only LAYER[,LAYER...]` (`no_new_privs`,
-//! `namespaces`, `rlimits`, `landlock`, `seccomp`), `--max-tasks N` (`NPROC`).
+//! `namespaces`, `rlimits`, `landlock`, `seccomp`), `--max-tasks N` (`NPROC`),
+//! `--max-open-files N` (`NOFILE`).
 //!
 //! Actions:
 //! - `open-outside [PATH]`: open PATH (default `/etc/hostname`) for reading.
@@ -68,12 +70,14 @@ pub fn probe_main(args: &[OsString]) -> ExitCode {
             let _ = writeln!(
                 std::io::stderr(),
                 "usage: pvf __pvf-confine-probe [--phase1-only | --only LAYERS] [--max-tasks N] \
-                 ACTION [ARG]: {e}"
+                 [--max-open-files N] ACTION [ARG]: {e}"
             );
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let started = std::time::Instant::now();
     let mut report = confine_process(&policy);
+    let phase1 = started.elapsed();
     // Read before phase 2: reading limits (`prlimit64`) is not on the allowlist.
     let limits_line = limits();
     let job = if let Action::Compile = action {
@@ -89,10 +93,17 @@ pub fn probe_main(args: &[OsString]) -> ExitCode {
     } else {
         Vec::new()
     };
+    let started = std::time::Instant::now();
     report.layers.push(restrict_syscalls(&policy));
+    let phase2 = started.elapsed();
     // For whoever reads the test's output: what was in force. (Not `eprintln!`, which panics
     // when the write fails: with `FSIZE` = 0 it does if stderr is a regular file.)
-    let _ = writeln!(std::io::stderr(), "{report}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "{report}\nphase 1: {} µs, phase 2: {} µs",
+        phase1.as_micros(),
+        phase2.as_micros()
+    );
     let code = match action {
         Action::OpenOutside(path) => outcome(
             // `openat`, as the standard library and cap-std open files (the legacy `open`
@@ -152,6 +163,11 @@ fn parse(args: &[OsString]) -> Result<(ConfinePolicy, Action), String> {
                     policy = policy.with(layer, true);
                 }
             }
+            "--max-open-files" => {
+                let n = args.next().ok_or("--max-open-files needs a number")?;
+                policy =
+                    policy.max_open_files(n.parse().map_err(|e| format!("--max-open-files: {e}"))?);
+            }
             "--max-tasks" => {
                 let n = args.next().ok_or("--max-tasks needs a number")?;
                 policy = policy.max_tasks(n.parse().map_err(|e| format!("--max-tasks: {e}"))?);
@@ -190,11 +206,14 @@ fn parse(args: &[OsString]) -> Result<(ConfinePolicy, Action), String> {
     Ok((policy, action.ok_or("no action")?))
 }
 
-/// Prints `line` on stdout and returns `code`.
+/// Prints `line` on stdout and returns `code`, or [`EXIT_FAILED`] if the line cannot be written
+/// (with `FSIZE` = 0, a write to a regular file fails: stdout must be a pipe or a terminal).
 fn say(line: &str, code: u8) -> u8 {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-    code
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(_) => EXIT_FAILED,
+    }
 }
 
 fn failed(why: &str) -> ExitCode {

@@ -8,7 +8,7 @@
 //!    reads cgroup files to size thread pools (`available_parallelism`) and falls back to
 //!    `sched_getaffinity`; glibc tries `clone3` for a thread and falls back to `clone`, whose
 //!    flags a filter can read (`clone3`'s are behind a pointer).
-//! 2. *allowlist* (default: kill the process, `SIGSYS`): [`ALLOWED`], each entry with its reason.
+//! 2. *allowlist* (default: kill the process, `SIGSYS`): `x86_64::ALLOWED`, each entry with its reason.
 //!    It lets `openat` and `clone3` through to the kernel's verdict of the stricter filter 1 (a
 //!    kill beats an errno, an errno beats an allow); filter 1 is installed first, and if it
 //!    cannot be, filter 2 is not installed either.
