@@ -64,6 +64,7 @@ pub struct CompileLimits {
     pub(crate) cpu_time: Duration,
     pub(crate) memory_bytes: u64,
     pub(crate) address_space_bytes: Option<u64>,
+    pub(crate) wall_clock: Option<Duration>,
     pub(crate) threads: usize,
 }
 
@@ -80,6 +81,7 @@ impl CompileLimits {
             cpu_time: Duration::from_secs(60),
             memory_bytes: 1 << 30,
             address_space_bytes: None,
+            wall_clock: None,
             threads: 1,
         }
     }
@@ -93,12 +95,13 @@ impl CompileLimits {
             cpu_time: Duration::from_secs(360),
             memory_bytes: 4 << 30,
             address_space_bytes: None,
+            wall_clock: None,
             threads: cores.div_ceil(2).max(1),
         }
     }
 
-    /// Sets the CPU time of the job (rounded up to whole seconds: the kernel's granularity).
-    /// The wall-clock backstop is four times this.
+    /// Sets the CPU time of the job, in whole seconds (rounded up). The worker ends the job
+    /// within milliseconds of it (a watch thread); the kernel's `RLIMIT_CPU` is the backstop.
     pub fn cpu_time(mut self, cpu_time: Duration) -> Self {
         self.cpu_time = cpu_time;
         self
@@ -114,6 +117,13 @@ impl CompileLimits {
     /// heap (code, stacks). Default: the heap cap plus 1 GiB plus 256 MiB per compile thread.
     pub fn address_space_bytes(mut self, bytes: u64) -> Self {
         self.address_space_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the wall-clock backstop, which catches a worker that does not run (stopped,
+    /// starved): exceeding it is `indeterminate`. Default: four times the CPU time.
+    pub fn wall_clock(mut self, wall_clock: Duration) -> Self {
+        self.wall_clock = Some(wall_clock);
         self
     }
 
@@ -138,9 +148,10 @@ impl CompileLimits {
         self.cpu_time.as_nanos().div_ceil(1_000_000_000).max(1) as u64
     }
 
-    /// The wall-clock backstop: four times the CPU time.
-    pub(crate) fn wall_clock(&self) -> Duration {
-        Duration::from_secs(self.cpu_secs().saturating_mul(4))
+    /// The wall-clock backstop.
+    pub(crate) fn backstop(&self) -> Duration {
+        self.wall_clock
+            .unwrap_or_else(|| Duration::from_secs(self.cpu_secs().saturating_mul(4)))
     }
 
     /// The address-space limit.

@@ -5,6 +5,7 @@ mod bad_conditions;
 mod cache_cli;
 mod cli;
 mod common;
+mod confine;
 mod fault_injection;
 mod hostile;
 mod limits;

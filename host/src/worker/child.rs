@@ -3,6 +3,7 @@
 
 use std::io::{self, BufReader, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use rustix::process::{Resource, Rlimit};
 use wasmtime::component::Linker;
@@ -32,21 +33,6 @@ pub(crate) fn run(alloc: &'static CountingAllocator) -> ExitCode {
     }
 }
 
-fn report_lines(report: &confine::ConfineReport) -> String {
-    let mut out = String::new();
-    for layer in &report.layers {
-        match &layer.state {
-            LayerState::Active => out.push_str(&format!("{}\tactive\n", layer.name)),
-            LayerState::Unavailable(why) => out.push_str(&format!(
-                "{}\tunavailable\t{}\n",
-                layer.name,
-                why.replace(['\t', '\n'], " ")
-            )),
-        }
-    }
-    out
-}
-
 fn serve(
     alloc: &'static CountingAllocator,
     policy: &ConfinePolicy,
@@ -67,7 +53,7 @@ fn serve(
         build_id: super::build_id().to_owned(),
         engine: crate::env::engine_digest(&engine),
         counting_allocator: alloc.is_installed(),
-        confinement: report_lines(report),
+        confinement: report.to_lines(),
     }
     .write(&mut output)?;
 
@@ -75,7 +61,14 @@ fn serve(
     let Some(job) = Job::read(&mut input, hello.max_code_bytes)? else {
         return Ok(());
     };
-    let reply = compile_job(alloc, policy, &engine, &linker, job);
+    let reply = compile_job(
+        alloc,
+        policy,
+        hello.require_confinement,
+        &engine,
+        &linker,
+        job,
+    );
     reply.write(&mut output)?;
     Ok(())
 }
@@ -84,6 +77,7 @@ fn serve(
 fn compile_job(
     alloc: &'static CountingAllocator,
     policy: &ConfinePolicy,
+    require_confinement: bool,
     engine: &wasmtime::Engine,
     linker: &Linker<HostState>,
     job: Job,
@@ -94,10 +88,17 @@ fn compile_job(
         peak: alloc.peak() as u64,
         cpu_nanos: cpu_nanos(),
     };
-    // CPU: RLIMIT_CPU counts from the process's start; add what set-up used, rounded up. The
-    // kernel sends SIGXCPU at the soft limit (which kills us) and SIGKILL a second later.
-    let spent = cpu_nanos().div_ceil(1_000_000_000);
-    let soft = spent.saturating_add(job.cpu_secs.max(1));
+    // CPU: a watch thread reports the limit's end within a few milliseconds (see
+    // `watch_cpu`); RLIMIT_CPU is the kernel's backstop a second later (it counts from the
+    // process's start, so what set-up used is added, rounded up). As pid 1 of its namespace
+    // the worker ignores the soft limit's SIGXCPU; the hard limit's SIGKILL a second later
+    // cannot be ignored.
+    let start = cpu_nanos();
+    let limit_nanos = job.cpu_secs.max(1).saturating_mul(1_000_000_000);
+    let soft = start
+        .div_ceil(1_000_000_000)
+        .saturating_add(job.cpu_secs.max(1))
+        .saturating_add(1);
     if let Err(e) = rustix::process::setrlimit(
         Resource::Cpu,
         Rlimit {
@@ -127,8 +128,16 @@ fn compile_job(
             format!("cannot start compile threads: {e}"),
         );
     }
-    if let LayerState::Unavailable(why) = confine::restrict_syscalls(policy).state {
-        tracing::debug!(%why, "seccomp unavailable");
+    if let Err(e) = watch_cpu(start, limit_nanos) {
+        return failed(FailedKind::Host, format!("cannot start the CPU watch: {e}"));
+    }
+    if let LayerState::Unavailable(why) = confine::restrict_syscalls(policy).state
+        && require_confinement
+    {
+        return failed(
+            FailedKind::Host,
+            format!("seccomp is unavailable ({why}) and every confinement layer is required"),
+        );
     }
     alloc.reset_peak();
     alloc.set_limit(usize::try_from(job.memory_bytes).unwrap_or(usize::MAX));
@@ -152,6 +161,37 @@ fn compile_job(
         Err(other) => failed(FailedKind::Host, other.to_string()),
     }
 }
+
+/// Starts the thread that ends the job when the process has used `limit_nanos` of CPU time
+/// since `start`: it reports the limit (one write of a fixed frame) and exits the process. It
+/// waits on a channel's timeout (a futex), which the syscall allowlist lets through.
+fn watch_cpu(start: u64, limit_nanos: u64) -> io::Result<()> {
+    let (keep, tick) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("pvf-cpu-watch".into())
+        .spawn(move || {
+            let _keep = keep;
+            loop {
+                let used = cpu_nanos().saturating_sub(start);
+                if used >= limit_nanos {
+                    super::protocol::report_cpu_exceeded(limit_nanos, used);
+                    std::process::exit(i32::from(EXIT_CPU_EXCEEDED));
+                }
+                // Never more than the CPU time left, never less than 5 ms.
+                let left = Duration::from_nanos(limit_nanos - used);
+                let _ = tick.recv_timeout(left.clamp(CPU_WATCH_MIN, CPU_WATCH_MAX));
+            }
+        })?;
+    Ok(())
+}
+
+/// How often the CPU watch looks at most: a job ends within this much of its limit (times
+/// the compile threads).
+const CPU_WATCH_MIN: Duration = Duration::from_millis(5);
+/// How long the CPU watch sleeps at most.
+const CPU_WATCH_MAX: Duration = Duration::from_millis(50);
+/// The worker's exit code after its CPU watch ended the job.
+const EXIT_CPU_EXCEEDED: u8 = 71;
 
 /// CPU time this process has used, all threads.
 fn cpu_nanos() -> u64 {

@@ -29,7 +29,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use alloc::CountingAllocator;
-use confine::{ConfineReport, LayerState, LayerStatus};
 use protocol::{Hello, ProtocolError, Purpose, Ready, Reply};
 
 use crate::config::{CompileLimits, Config};
@@ -337,15 +336,10 @@ impl Launcher {
                 "its global allocator is not pvf_host::worker::CountingAllocator, so the memory limit cannot hold".into(),
             );
         }
-        let report = parse_report(&ready.confinement);
-        let missing: Vec<String> = report
-            .layers
-            .iter()
-            .filter_map(|l| match &l.state {
-                LayerState::Unavailable(why) => Some(format!("{} ({why})", l.name)),
-                LayerState::Active => None,
-            })
-            .collect();
+        let missing = unavailable_layers(&ready.confinement);
+        if ready.confinement.trim().is_empty() {
+            return refuse("it sent no confinement report".into());
+        }
         if !missing.is_empty() {
             if self.require_confinement {
                 return refuse(format!(
@@ -369,7 +363,7 @@ impl Launcher {
             Purpose::Precheck => (self.precheck, true),
             Purpose::Prepare => (self.prepare, false),
         };
-        let wall = limits.wall_clock();
+        let wall = limits.backstop();
         let watchdog = Watchdog::start(worker.child.id(), wall);
         let sent = protocol::write_job(
             worker.stdin.as_mut().expect("not yet closed"),
@@ -399,6 +393,10 @@ impl Launcher {
             Ok(Reply::MemoryExceeded { limit, peak }) => Err(PrepareError::MemoryExceeded {
                 limit,
                 peak,
+                strict,
+            }),
+            Ok(Reply::CpuExceeded { .. }) => Err(PrepareError::CpuTimeExceeded {
+                limit: Duration::from_secs(limits.cpu_secs()),
                 strict,
             }),
             Ok(Reply::Compiled {
@@ -535,47 +533,24 @@ fn stderr_tail(worker: &mut Worker) -> String {
     }
 }
 
-/// Parses a worker's confinement report (`name<TAB>active` / `name<TAB>unavailable<TAB>why`).
-pub(crate) fn parse_report(text: &str) -> ConfineReport {
-    let layers = text
+/// The layers a worker's confinement report (`name<TAB>active[<TAB>detail]` or
+/// `name<TAB>unavailable<TAB>why`, a line each) says are not active, as `name (why)`.
+pub(crate) fn unavailable_layers(report: &str) -> Vec<String> {
+    report
         .lines()
         .filter(|l| !l.is_empty())
-        .map(|line| {
+        .filter_map(|line| {
             let mut fields = line.splitn(3, '\t');
             let name = fields.next().unwrap_or_default();
-            let state = match fields.next() {
-                Some("active") => LayerState::Active,
-                _ => LayerState::Unavailable(fields.next().unwrap_or("not reported").to_owned()),
-            };
-            LayerStatus {
-                name: layer_name(name),
-                state,
+            match fields.next() {
+                Some("active") => None,
+                _ => Some(format!(
+                    "{name} ({})",
+                    fields.next().unwrap_or("not reported")
+                )),
             }
         })
-        .collect();
-    ConfineReport { layers }
-}
-
-/// A layer's name as a `'static` string (reports come over a pipe).
-fn layer_name(name: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "no_new_privs",
-        "landlock",
-        "seccomp",
-        "rlimits",
-        "namespaces",
-        "user_namespace",
-        "mount_namespace",
-        "net_namespace",
-        "pid_namespace",
-        "ipc_namespace",
-        "uts_namespace",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| **k == name)
-        .copied()
-        .unwrap_or("unknown layer")
+        .collect()
 }
 
 /// Kills a worker's process group unless disarmed before the deadline.

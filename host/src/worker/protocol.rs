@@ -21,6 +21,7 @@ const TAG_JOB: u8 = 3;
 const TAG_COMPILED: u8 = 4;
 const TAG_FAILED: u8 = 5;
 const TAG_MEMORY_EXCEEDED: u8 = 6;
+const TAG_CPU_EXCEEDED: u8 = 7;
 
 /// Why a frame could not be read or made sense of.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +124,8 @@ pub(crate) enum Reply {
     },
     /// The heap cap was hit: the cap, and the size the heap would have reached.
     MemoryExceeded { limit: u64, peak: u64 },
+    /// The CPU-time limit was reached: the limit and the CPU time used, in nanoseconds.
+    CpuExceeded { limit_nanos: u64, used_nanos: u64 },
 }
 
 fn write_frame(w: &mut impl Write, tag: u8, parts: &[&[u8]]) -> io::Result<()> {
@@ -403,7 +406,14 @@ impl Reply {
                 ],
             ),
             Self::MemoryExceeded { limit, peak } => {
-                w.write_all(&memory_exceeded_frame(*limit, *peak))?;
+                w.write_all(&fixed_frame(TAG_MEMORY_EXCEEDED, *limit, *peak))?;
+                w.flush()
+            }
+            Self::CpuExceeded {
+                limit_nanos,
+                used_nanos,
+            } => {
+                w.write_all(&fixed_frame(TAG_CPU_EXCEEDED, *limit_nanos, *used_nanos))?;
                 w.flush()
             }
         }
@@ -450,6 +460,10 @@ impl Reply {
                 limit: f.u64()?,
                 peak: f.u64()?,
             },
+            TAG_CPU_EXCEEDED => Self::CpuExceeded {
+                limit_nanos: f.u64()?,
+                used_nanos: f.u64()?,
+            },
             other => {
                 return Err(ProtocolError::Malformed(format!(
                     "expected an answer to the job, got a message tagged {other}"
@@ -461,20 +475,27 @@ impl Reply {
     }
 }
 
-/// The whole `MemoryExceeded` frame, built without allocating.
-fn memory_exceeded_frame(limit: u64, peak: u64) -> [u8; 21] {
+/// A frame of two `u64`s, built without allocating.
+fn fixed_frame(tag: u8, a: u64, b: u64) -> [u8; 21] {
     let mut frame = [0u8; 21];
-    frame[0] = TAG_MEMORY_EXCEEDED;
+    frame[0] = tag;
     frame[1..5].copy_from_slice(&16u32.to_le_bytes());
-    frame[5..13].copy_from_slice(&limit.to_le_bytes());
-    frame[13..21].copy_from_slice(&peak.to_le_bytes());
+    frame[5..13].copy_from_slice(&a.to_le_bytes());
+    frame[13..21].copy_from_slice(&b.to_le_bytes());
     frame
 }
 
 /// Writes the `MemoryExceeded` frame to standard output with one system call and no
 /// allocation (called from inside the allocator). A pipe takes a write this small whole.
 pub(crate) fn report_memory_exceeded(limit: usize, peak: usize) {
-    let frame = memory_exceeded_frame(limit as u64, peak as u64);
+    let frame = fixed_frame(TAG_MEMORY_EXCEEDED, limit as u64, peak as u64);
+    let _ = rustix::io::write(rustix::stdio::stdout(), &frame);
+}
+
+/// Writes the `CpuExceeded` frame to standard output with one system call (from the worker's
+/// CPU watch, while the compiler may hold any lock).
+pub(crate) fn report_cpu_exceeded(limit_nanos: u64, used_nanos: u64) {
+    let frame = fixed_frame(TAG_CPU_EXCEEDED, limit_nanos, used_nanos);
     let _ = rustix::io::write(rustix::stdio::stdout(), &frame);
 }
 

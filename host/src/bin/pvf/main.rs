@@ -4,6 +4,7 @@
 //! on stdout; exit codes are 0 valid/success, 1 invalid, 2 indeterminate, 64 usage/input error.
 
 mod cache;
+mod doctor;
 mod output;
 mod params;
 mod serve;
@@ -115,6 +116,11 @@ enum Command {
     /// Inspect and maintain the artifact store.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Check the isolation of workers on this machine: runs a confined probe and shows each
+    /// layer (active or unavailable and why), the store directory and the environment
+    /// fingerprint. Exit 0 when every layer the configuration requires is active (with
+    /// `--require-confinement`: all of them; otherwise none is required), 2 otherwise.
+    Doctor,
 }
 
 #[derive(Subcommand)]
@@ -234,8 +240,20 @@ fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'sta
     .delimited(" ")
 }
 
+/// `pvf doctor`: only secure mode (`--require-confinement`) with workers requires the layers;
+/// otherwise they are reported.
+fn doctor_command(out: &Output, cli: &Cli) -> u8 {
+    let isolation = Isolation::from(cli.isolation);
+    let required = cli.require_confinement && isolation == Isolation::Workers;
+    doctor::run(out, isolation.as_str(), &cli.cache_dir, required)
+}
+
 fn run(cli: Cli) -> u8 {
     let out = Output { json: cli.json };
+    // Needs no runtime and no store.
+    if let Command::Doctor = cli.command {
+        return doctor_command(&out, &cli);
+    }
     // `serve` runs requests concurrently: worker threads, I/O (stdin, metrics) and signals. A
     // one-shot command runs one request: a current-thread runtime with timers (the service's
     // deadlines) is enough, and starts no threads (executions run in `spawn_blocking`).
@@ -288,7 +306,7 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
                 Err(e) => return out.usage_error(&format!("{e:#}")),
             }
         }
-        Command::Cache(_) | Command::Serve { .. } => (None, None),
+        Command::Cache(_) | Command::Serve { .. } | Command::Doctor => (None, None),
     };
     // Inspecting the store must not remove other environments' directories; pruning says so.
     if let Command::Cache(_) = cli.command {
@@ -362,6 +380,7 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
         }
         Command::Serve { metrics, grace } => serve::run(&out, service, metrics, grace).await,
         Command::Cache(cmd) => cache::cache_command(&out, &service, cmd).await,
+        Command::Doctor => doctor_command(&out, &cli),
     }
 }
 
