@@ -407,6 +407,17 @@ async fn concurrent_callers_share_one_preparation() {
             "{text}"
         );
         assert_eq!(metric(&text, "pvf_store_artifacts"), 1.0);
+        // A compilation in a worker reports its heap peak; in process there is none to report.
+        let peaks = if crate::common::isolation() == pvf_host::Isolation::Workers {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(
+            metric(&text, "pvf_preparation_peak_memory_bytes_count"),
+            peaks,
+            "{text}"
+        );
     })
     .await
     .expect("bounded");

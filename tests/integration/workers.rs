@@ -176,7 +176,7 @@ fn the_cli_host_stays_small_while_its_worker_meets_a_memory_bomb() {
         return;
     }
     let dir = store_dir();
-    let bomb = write_file(dir.path(), "bomb.wasm", &bombs::memory_bomb_component());
+    let bomb = write_file(dir.path(), "bomb.wasm", bombs::memory_bomb_component());
     let store = dir.path().join("store");
     let mut cmd = pvf(&store);
     cmd.arg("--json").arg("precheck").arg(&bomb);

@@ -86,6 +86,7 @@ pub(crate) struct Metrics {
     retries: Family<ClassLabel, Counter>,
     preparations: Family<OutcomeLabel, Counter>,
     preparation_seconds: HistogramFamily<OutcomeLabel>,
+    compile_peak_bytes: Histogram,
     execution_seconds: HistogramFamily<PriorityLabel>,
     waiting: Family<QueueLabel, Gauge>,
     busy: Family<QueueLabel, Gauge>,
@@ -105,6 +106,8 @@ impl Metrics {
         let preparations = Family::default();
         let preparation_seconds: HistogramFamily<OutcomeLabel> =
             Family::new_with_constructor(duration_histogram);
+        // 1 MiB to 8 GiB in doublings: the compiler's heap peak, to size the memory limits.
+        let compile_peak_bytes = Histogram::new(exponential_buckets((1u64 << 20) as f64, 2.0, 14));
         let execution_seconds: HistogramFamily<PriorityLabel> =
             Family::new_with_constructor(duration_histogram);
         let waiting = Family::default();
@@ -140,6 +143,11 @@ impl Metrics {
             "preparation_duration_seconds",
             "Duration of preparation jobs",
             preparation_seconds.clone(),
+        );
+        registry.register(
+            "preparation_peak_memory_bytes",
+            "The compiler's live-heap peak of preparations compiled in a worker",
+            compile_peak_bytes.clone(),
         );
         registry.register(
             "execution_duration_seconds",
@@ -180,6 +188,7 @@ impl Metrics {
             retries,
             preparations,
             preparation_seconds,
+            compile_peak_bytes,
             execution_seconds,
             waiting,
             busy,
@@ -230,6 +239,11 @@ impl Metrics {
         self.preparation_seconds
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A compilation in a worker peaked at `bytes` of heap.
+    pub(crate) fn compile_peak(&self, bytes: u64) {
+        self.compile_peak_bytes.observe(bytes as f64);
     }
 
     pub(crate) fn executed(&self, priority: ExecutionPriority, elapsed: Duration) {

@@ -244,6 +244,13 @@ impl Preparer {
             }
         };
         self.metrics.prepared(result.is_ok(), started.elapsed());
+        if let Ok(Runnable {
+            peak_memory: Some(peak),
+            ..
+        }) = &result
+        {
+            self.metrics.compile_peak(*peak);
+        }
         let span = tracing::Span::current();
         match &result {
             Ok(runnable) => span.record("cache", runnable.cache.as_str()),
