@@ -143,6 +143,11 @@ impl CompileLimits {
         self.memory_bytes
     }
 
+    /// The number of compile threads.
+    pub fn get_threads(&self) -> usize {
+        self.threads
+    }
+
     /// The CPU time in whole seconds, as the kernel enforces it.
     pub(crate) fn cpu_secs(&self) -> u64 {
         self.cpu_time.as_nanos().div_ceil(1_000_000_000).max(1) as u64

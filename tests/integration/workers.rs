@@ -88,6 +88,35 @@ fn wait_for_worker(exe: &Path) -> u32 {
     }
 }
 
+/// `(ppid, utime + stime in clock ticks)` of `pid`, from `/proc/PID/stat`.
+fn stat(pid: u32) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let ppid = rest.get(1)?.parse().ok()?;
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+/// Waits (at most 30 s) until a child of worker `pid` has used 0.2 s of CPU time: it compiles.
+fn wait_until_compiling(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let compiling = std::fs::read_dir("/proc")
+            .expect("list /proc")
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(stat)
+            .any(|(ppid, ticks)| ppid == pid && ticks >= 20);
+        if compiling {
+            return;
+        }
+        assert!(Instant::now() < deadline, "worker {pid} never compiled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -289,8 +318,12 @@ fn a_stopped_worker_meets_the_wall_clock_backstop() {
     let started = Instant::now();
     let outcome = std::thread::scope(|s| {
         let run = s.spawn(|| host.validate(&code, &adder_params(1, 2)));
-        // The whole process group: the worker forks into its pid namespace.
-        let group = format!("-{}", wait_for_worker(&exe));
+        // Once it compiles (its pid-namespace child has used CPU time; before that it may still
+        // be in its handshake, which has its own deadline), the whole process group: the worker
+        // forks into its pid namespace.
+        let pid = wait_for_worker(&exe);
+        wait_until_compiling(pid);
+        let group = format!("-{pid}");
         let status = std::process::Command::new("kill")
             .args(["-STOP", "--", &group])
             .status()

@@ -20,6 +20,7 @@ pub struct CountingAllocator {
     peak: AtomicUsize,
     limit: AtomicUsize,
     used: AtomicBool,
+    counting: AtomicBool,
 }
 
 impl Default for CountingAllocator {
@@ -36,6 +37,7 @@ impl CountingAllocator {
             peak: AtomicUsize::new(0),
             limit: AtomicUsize::new(usize::MAX),
             used: AtomicBool::new(false),
+            counting: AtomicBool::new(true),
         }
     }
 
@@ -65,8 +67,18 @@ impl CountingAllocator {
         self.limit.store(limit, Ordering::Relaxed);
     }
 
+    /// Turns counting (and so the cap) off or on, to measure what counting costs. While it is
+    /// off nothing is counted; after it is turned on again, the live and peak figures are
+    /// approximate (frees of memory allocated while off are not subtracted).
+    pub fn set_counting(&self, on: bool) {
+        self.counting.store(on, Ordering::Relaxed);
+    }
+
     /// Counts `size` more bytes; over the cap, reports and aborts.
     fn grow(&self, size: usize) {
+        if !self.counting.load(Ordering::Relaxed) {
+            return;
+        }
         let limit = self.limit.load(Ordering::Relaxed);
         let mut live = self.live.load(Ordering::Relaxed);
         loop {
@@ -88,7 +100,15 @@ impl CountingAllocator {
     }
 
     fn shrink(&self, size: usize) {
-        self.live.fetch_sub(size, Ordering::Relaxed);
+        if !self.counting.load(Ordering::Relaxed) {
+            return;
+        }
+        // Saturating: frees of memory allocated while counting was off are not in `live`.
+        let _ = self
+            .live
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                Some(live.saturating_sub(size))
+            });
     }
 }
 

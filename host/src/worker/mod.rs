@@ -70,6 +70,24 @@ pub fn entry(alloc: &'static CountingAllocator) -> Option<ExitCode> {
     }
 }
 
+/// Starts a preparation worker as `config` would (finding its executable, spawning it,
+/// confining it, checking its handshake), dismisses it, and returns how long that took: the
+/// fixed cost of a preparation without a warm worker. For benchmarks and `pvf doctor`-style
+/// checks.
+pub fn start_worker_once(
+    engine_config: &Config,
+) -> Result<Duration, crate::error::ValidationError> {
+    let engine = crate::engine::new_engine(engine_config)
+        .map_err(|e| PrepareError::Worker(format!("cannot build the engine: {e:#}")))?;
+    let pool = WorkerPool::new(&engine, &engine_config.clone().warm_worker(false))
+        .map_err(|e| PrepareError::Worker(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let worker = pool.launcher.start()?;
+    let elapsed = started.elapsed();
+    drop(worker);
+    Ok(elapsed)
+}
+
 /// A compiled artifact from a worker whose build and engine matched at the handshake, and
 /// whose bytes match the digest it sent: the only way such bytes reach `Component::deserialize`.
 pub(crate) struct Compiled {
