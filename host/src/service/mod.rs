@@ -196,7 +196,10 @@ impl ServiceConfig {
     ///   reference's approval timeout).
     /// * `prepare_timeout`: 360 s wall clock for a preparation job needed by an execution or a
     ///   heads-up (the reference's lenient timeout); exceeding it is `indeterminate`.
-    /// * `precheck_timeout`: 60 s for the preparation of a pre-check (the reference's).
+    /// * `precheck_timeout`: 300 s wall clock for the preparation of a pre-check. With
+    ///   [`Isolation::Workers`](crate::Isolation) the worker's strict limits decide first (60 s of
+    ///   CPU time is `invalid`; its wall-clock backstop, 4x that, is `indeterminate`), so this
+    ///   timeout, which stops waiting and is `indeterminate`, must not race them: it is longer.
     /// * `prepare_cooldown`: 15 min before a preparation that failed for a non-deterministic
     ///   reason is tried again; `prepare_attempts`: 5 attempts at most (both the reference's).
     /// * `remembered_failures`: the failures of 1024 code hashes are remembered (least recently
@@ -212,7 +215,7 @@ impl ServiceConfig {
             execute_queue: 1024,
             approval_timeout: Duration::from_secs(12),
             prepare_timeout: Duration::from_secs(360),
-            precheck_timeout: Duration::from_secs(60),
+            precheck_timeout: Duration::from_secs(300),
             prepare_cooldown: Duration::from_secs(15 * 60),
             prepare_attempts: 5,
             remembered_failures: 1024,
@@ -256,7 +259,7 @@ impl ServiceConfig {
         self
     }
 
-    /// Sets the wall-clock limit of a pre-check's preparation (default 60 s).
+    /// Sets the wall-clock limit of a pre-check's preparation (default 300 s).
     pub fn precheck_timeout(mut self, timeout: Duration) -> Self {
         self.precheck_timeout = timeout;
         self
@@ -398,7 +401,7 @@ impl ValidationService {
 
     /// Prepares `code` and instantiates it once without calling it: whether the code is
     /// acceptable as a validation function. The preparation is bounded by the pre-check
-    /// timeout (default 60 s).
+    /// timeout (default 300 s).
     pub async fn precheck(&self, code: impl Into<Arc<[u8]>>) -> Result<Prepared, ValidationError> {
         let timeout = self.inner.config.precheck_timeout;
         let (code_hash, runnable) = tokio::time::timeout(
