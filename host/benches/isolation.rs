@@ -16,6 +16,7 @@
 //! off (this bench's global allocator is `CountingAllocator`, as the worker's is).
 //!
 //! Run: `cargo bench -p pvf-host --bench isolation` (`PVF_ISOLATION_ITERATIONS`, default 11;
+//! `PVF_ISOLATION_GUESTS`, e.g. `adder,undying`;
 //! the JavaScript guest, when built, runs a third as many).
 #![allow(missing_docs)]
 
@@ -54,9 +55,13 @@ fn main() {
         CASES.join(" | ")
     );
     println!("|---|{}---:|---:|---:|", "---:|".repeat(CASES.len()));
+    // `PVF_ISOLATION_GUESTS=adder,undying` picks guests (default: all built).
     let mut guests = vec!["adder", "undying"];
     if pvf_test_guests::JS_GUEST_BUILT {
         guests.push("js_validate");
+    }
+    if let Ok(only) = std::env::var("PVF_ISOLATION_GUESTS") {
+        guests.retain(|g| only.split(',').any(|o| o == *g));
     }
     for name in guests {
         let guest = Guest::load(name);

@@ -590,15 +590,16 @@ impl ValidationHost {
         let (peak, cpu) = (compiled.peak_memory, compiled.cpu);
         tracing::debug!(code_hash = %code_hash, elapsed = ?started.elapsed(), ?cpu, peak_memory = peak, "compiled in a worker");
         let size = compiled.artifact().len();
-        if let Err(e) = self.store.store(code_hash, compiled.artifact()) {
-            tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
-        }
+        let artifact = VerifiedArtifact::compiled(compiled);
         // A fresh artifact of a compatible engine that does not load fails deterministically
         // (e.g. a table larger than the pool's slots), as `Component::new` does in process; an
-        // OS refusal while loading it is this host's fault.
-        let component = construct_raw(&self.engine, &VerifiedArtifact::compiled(compiled))
-            .map_err(compile_error)?;
+        // OS refusal while loading it is this host's fault. The link is the contract check
+        // (the worker does not link): only code that passes it is stored.
+        let component = construct_raw(&self.engine, &artifact).map_err(compile_error)?;
         let pre = link(&self.linker, &component).map_err(PrepareError::WrongWorld)?;
+        if let Err(e) = self.store.store(code_hash, artifact.bytes()) {
+            tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
+        }
         Ok((pre, size, Some(peak)))
     }
 

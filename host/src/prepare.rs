@@ -45,6 +45,14 @@ pub(crate) fn compile(
     linker: &Linker<HostState>,
     code: &[u8],
 ) -> Result<(Component, ValidationFunctionPre<HostState>), PrepareError> {
+    let component = compile_component(engine, code)?;
+    let pre = link(linker, &component).map_err(PrepareError::WrongWorld)?;
+    Ok((component, pre))
+}
+
+/// Compiles `code` into a component, without linking it (a worker's part: the host links the
+/// artifact it loads, and a link failure there is the same `WrongWorld`).
+pub(crate) fn compile_component(engine: &Engine, code: &[u8]) -> Result<Component, PrepareError> {
     if !code.starts_with(&WASM_MAGIC) {
         return Err(PrepareError::InvalidCode(
             "not a WebAssembly binary (no \\0asm magic)".into(),
@@ -55,9 +63,7 @@ pub(crate) fn compile(
             "a core WebAssembly module, not a component".into(),
         ));
     }
-    let component = Component::new(engine, code).map_err(compile_error)?;
-    let pre = link(linker, &component).map_err(PrepareError::WrongWorld)?;
-    Ok((component, pre))
+    Component::new(engine, code).map_err(compile_error)
 }
 
 /// Classifies a failure of `Component::new`: an operating-system error anywhere in its chain

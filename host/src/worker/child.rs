@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rustix::process::{Resource, Rlimit};
-use wasmtime::component::Linker;
 
 use super::alloc::CountingAllocator;
 use super::confine::{self, ConfinePolicy, LayerState};
@@ -14,7 +13,6 @@ use super::protocol::{FailedKind, Hello, Job, ProtocolError, Ready, Reply};
 use crate::config::Config;
 use crate::engine::new_engine;
 use crate::error::PrepareError;
-use crate::execute::HostState;
 
 /// The worker's exit code when it could not serve (a protocol or set-up error; told on stderr).
 const EXIT_WORKER_ERROR: u8 = 70;
@@ -46,9 +44,6 @@ fn serve(
         .max_wasm_stack_bytes(usize::try_from(hello.max_wasm_stack_bytes).unwrap_or(usize::MAX));
     let engine = new_engine(&config)
         .map_err(|e| ProtocolError::Malformed(format!("cannot build the engine: {e:#}")))?;
-    let mut linker = Linker::<HostState>::new(&engine);
-    crate::guest_wasi::add_to_linker(&mut linker)
-        .map_err(|e| ProtocolError::Malformed(format!("cannot build the linker: {e:#}")))?;
     Ready {
         build_id: super::build_id().to_owned(),
         engine: crate::env::engine_digest(&engine),
@@ -57,20 +52,38 @@ fn serve(
     }
     .write(&mut output)?;
 
+    if hello.warm_up {
+        warm_up(&config);
+    }
     // A spare worker waits here; the host closing the pipe dismisses it.
     let Some(job) = Job::read(&mut input, hello.max_code_bytes)? else {
         return Ok(());
     };
-    let reply = compile_job(
-        alloc,
-        policy,
-        hello.require_confinement,
-        &engine,
-        &linker,
-        job,
-    );
+    let reply = compile_job(alloc, policy, hello.require_confinement, &engine, job);
     reply.write(&mut output)?;
     Ok(())
+}
+
+/// A small fixed component (a core module with one loop over memory), compiled by a spare
+/// worker before its job arrives: the compiler's code and the allocator's arenas are then warm.
+const WARM_UP_COMPONENT: [u8; 67] = [
+    0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x01, 0x39, 0x00, 0x61, 0x73, 0x6d, 0x01, 0x00,
+    0x00, 0x00, 0x01, 0x06, 0x01, 0x60, 0x01, 0x7f, 0x01, 0x7f, 0x03, 0x02, 0x01, 0x00, 0x05, 0x03,
+    0x01, 0x00, 0x01, 0x0a, 0x1e, 0x01, 0x1c, 0x01, 0x01, 0x7f, 0x03, 0x40, 0x20, 0x01, 0x20, 0x00,
+    0x28, 0x02, 0x00, 0x6a, 0x21, 0x01, 0x20, 0x00, 0x41, 0x01, 0x6b, 0x22, 0x00, 0x0d, 0x00, 0x0b,
+    0x20, 0x01, 0x0b,
+];
+
+/// Compiles [`WARM_UP_COMPONENT`] with `config`'s engine settings but without the parallel
+/// compilation pool (whose size the job decides). Failure is harmless and ignored.
+fn warm_up(config: &Config) {
+    let mut settings = crate::engine::wasmtime_config(config);
+    settings.parallel_compilation(false);
+    if let Ok(engine) = wasmtime::Engine::new(&settings)
+        && let Ok(component) = wasmtime::component::Component::new(&engine, WARM_UP_COMPONENT)
+    {
+        let _ = component.serialize();
+    }
 }
 
 /// Applies the job's limits and the syscall allowlist, then compiles.
@@ -79,7 +92,6 @@ fn compile_job(
     policy: &ConfinePolicy,
     require_confinement: bool,
     engine: &wasmtime::Engine,
-    linker: &Linker<HostState>,
     job: Job,
 ) -> Reply {
     let failed = |kind, reason: String| Reply::Failed {
@@ -142,12 +154,13 @@ fn compile_job(
     alloc.reset_peak();
     alloc.set_limit(usize::try_from(job.memory_bytes).unwrap_or(usize::MAX));
 
-    let compiled =
-        crate::prepare::compile(engine, linker, &job.code).and_then(|(component, _pre)| {
-            component
-                .serialize()
-                .map_err(|e| PrepareError::Host(format!("serializing the artifact: {e:#}")))
-        });
+    // Compile and serialize only: the host links the artifact it loads (a link failure there is
+    // the same deterministic `WrongWorld`), so linking here too would only cost time.
+    let compiled = crate::prepare::compile_component(engine, &job.code).and_then(|component| {
+        component
+            .serialize()
+            .map_err(|e| PrepareError::Host(format!("serializing the artifact: {e:#}")))
+    });
     drop(job.code);
     match compiled {
         Ok(artifact) => Reply::Compiled {
@@ -199,4 +212,15 @@ fn cpu_nanos() -> u64 {
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_warm_up_component_compiles() {
+        let mut settings = crate::engine::wasmtime_config(&crate::Config::new().pooling(false));
+        settings.parallel_compilation(false);
+        let engine = wasmtime::Engine::new(&settings).unwrap();
+        wasmtime::component::Component::new(&engine, super::WARM_UP_COMPONENT).unwrap();
+    }
 }

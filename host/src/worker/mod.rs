@@ -82,7 +82,7 @@ pub fn start_worker_once(
     let pool = WorkerPool::new(&engine, &engine_config.clone().warm_worker(false))
         .map_err(|e| PrepareError::Worker(e.to_string()))?;
     let started = std::time::Instant::now();
-    let worker = pool.launcher.start()?;
+    let worker = pool.launcher.start(false)?;
     let elapsed = started.elapsed();
     drop(worker);
     Ok(elapsed)
@@ -204,6 +204,7 @@ impl WorkerPool {
                 max_wasm_stack_bytes: config.max_wasm_stack_bytes as u64,
                 max_code_bytes: config.max_code_bytes as u64,
                 require_confinement: config.require_confinement,
+                warm_up: false,
             },
             engine: crate::env::engine_digest(engine),
             require_confinement: config.require_confinement,
@@ -219,7 +220,7 @@ impl WorkerPool {
             // Fail at start, not at the first preparation.
             let worker = pool
                 .launcher
-                .start()
+                .start(pool.warm)
                 .map_err(|e| HostError::Worker(e.to_string()))?;
             *pool.spare.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(std::thread::spawn(move || Ok(worker)));
@@ -238,7 +239,7 @@ impl WorkerPool {
         let launcher = self.launcher.clone();
         let spawned = std::thread::Builder::new()
             .name("pvf-worker-spare".into())
-            .spawn(move || launcher.start());
+            .spawn(move || launcher.start(true));
         if let Ok(handle) = spawned {
             *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         }
@@ -251,20 +252,23 @@ impl WorkerPool {
             Some(Ok(Ok(worker))) => Ok(worker),
             Some(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "the spare preparation worker failed to start; starting another");
-                self.launcher.start()
+                self.launcher.start(false)
             }
-            Some(Err(_)) | None => self.launcher.start(),
+            Some(Err(_)) | None => self.launcher.start(false),
         };
-        if self.warm {
-            self.start_spare();
-        }
         worker
     }
 
     /// Compiles `code` in a worker under the limits of `purpose`.
     pub(crate) fn compile(&self, code: &[u8], purpose: Purpose) -> Result<Compiled, PrepareError> {
-        let worker = self.take_worker()?;
-        self.launcher.run(worker, code, purpose)
+        let worker = self.take_worker();
+        let compiled = worker.and_then(|worker| self.launcher.run(worker, code, purpose));
+        // The next spare starts after the job, not beside it: on a small machine it would take
+        // CPU time from the compilation it is meant to speed up.
+        if self.warm {
+            self.start_spare();
+        }
+        compiled
     }
 }
 
@@ -279,8 +283,8 @@ impl Drop for WorkerPool {
 }
 
 impl Launcher {
-    /// Starts a worker and checks its handshake.
-    fn start(&self) -> Result<Worker, PrepareError> {
+    /// Starts a worker and checks its handshake; a spare (`warm_up`) then warms its compiler.
+    fn start(&self, warm_up: bool) -> Result<Worker, PrepareError> {
         let mut child = Command::new(&self.exe)
             .arg(WORKER_ARG)
             .env_clear()
@@ -304,8 +308,11 @@ impl Launcher {
             stderr,
         };
         let watchdog = Watchdog::start(worker.child.id(), HANDSHAKE_DEADLINE);
-        let ready = self
-            .hello
+        let hello = Hello {
+            warm_up,
+            ..self.hello.clone()
+        };
+        let ready = hello
             .write(worker.stdin.as_mut().expect("not yet closed"))
             .map_err(ProtocolError::from)
             .and_then(|()| Ready::read(&mut worker.stdout));

@@ -54,6 +54,9 @@ pub(crate) struct Hello {
     pub(crate) max_code_bytes: u64,
     /// Secure mode: a job must not run without every confinement layer.
     pub(crate) require_confinement: bool,
+    /// A spare: compile a small fixed component after the handshake, while no job waits, so
+    /// the job does not pay for the compiler's first use in a fresh process.
+    pub(crate) warm_up: bool,
 }
 
 /// What a worker answers: who it is, and how it is confined.
@@ -260,6 +263,7 @@ impl Hello {
                 &self.max_wasm_stack_bytes.to_le_bytes(),
                 &self.max_code_bytes.to_le_bytes(),
                 &[u8::from(self.require_confinement)],
+                &[u8::from(self.warm_up)],
             ],
         )
     }
@@ -274,6 +278,7 @@ impl Hello {
             max_wasm_stack_bytes: f.u64()?,
             max_code_bytes: f.u64()?,
             require_confinement: f.u8()? != 0,
+            warm_up: f.u8()? != 0,
         };
         f.end()?;
         Ok(hello)
@@ -510,6 +515,7 @@ mod tests {
             max_wasm_stack_bytes: 1 << 20,
             max_code_bytes: 64 << 20,
             require_confinement: true,
+            warm_up: false,
         };
         let mut buf = Vec::new();
         hello.write(&mut buf).unwrap();
