@@ -26,6 +26,22 @@ fn thread_count() -> usize {
         .count()
 }
 
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 fn le32(n: u32) -> Vec<u8> {
     n.to_le_bytes().to_vec()
 }
@@ -103,12 +119,23 @@ fn thousand_hostile_runs_leave_the_host_healthy() {
         );
     };
 
-    // Warm up: prepare every guest, let allocators settle.
+    // Warm up: prepare every guest (also the two checked at the end, so that no preparation —
+    // and no warm worker starting after it — is under way when the threads are counted), let
+    // allocators settle.
     for round in 0..2 * cases.len() {
         run_round(round);
     }
+    assert!(matches!(
+        host.validate(&adder, &adder_params).verdict,
+        Verdict::Valid(_)
+    ));
+    assert_eq!(
+        patient.validate(&halt, &adder_params).verdict.as_str(),
+        "indeterminate"
+    );
     let baseline_rss = rss_bytes();
     let baseline_threads = thread_count();
+    let baseline_names = thread_names();
 
     for round in 0..1_000 {
         run_round(round);
@@ -139,5 +166,10 @@ fn thousand_hostile_runs_leave_the_host_healthy() {
         baseline_rss / 1024,
         rss / 1024
     );
-    assert_eq!(threads, baseline_threads, "threads leaked");
+    assert_eq!(
+        threads,
+        baseline_threads,
+        "threads leaked: {baseline_names:?} -> {:?}",
+        thread_names()
+    );
 }

@@ -248,15 +248,14 @@ impl WorkerPool {
     /// A worker for the next job: the spare if there is a good one, else a new one.
     fn take_worker(&self) -> Result<Worker, PrepareError> {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let worker = match spare.map(JoinHandle::join) {
+        match spare.map(JoinHandle::join) {
             Some(Ok(Ok(worker))) => Ok(worker),
             Some(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "the spare preparation worker failed to start; starting another");
                 self.launcher.start(false)
             }
             Some(Err(_)) | None => self.launcher.start(false),
-        };
-        worker
+        }
     }
 
     /// Compiles `code` in a worker under the limits of `purpose`.
