@@ -306,7 +306,9 @@ impl Launcher {
             stdout,
             stderr,
         };
-        let watchdog = Watchdog::start(worker.child.id(), HANDSHAKE_DEADLINE);
+        // Without a watchdog nothing would bound the wait: no watchdog, no worker (the worker
+        // is killed and reaped when dropped).
+        let watchdog = Watchdog::start(worker.child.id(), HANDSHAKE_DEADLINE)?;
         let hello = Hello {
             warm_up,
             ..self.hello.clone()
@@ -388,7 +390,7 @@ impl Launcher {
             Purpose::Prepare => (self.prepare, false),
         };
         let wall = limits.backstop();
-        let watchdog = Watchdog::start(worker.child.id(), wall);
+        let watchdog = Watchdog::start(worker.child.id(), wall)?;
         let sent = protocol::write_job(
             worker.stdin.as_mut().expect("not yet closed"),
             purpose,
@@ -584,7 +586,8 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn start(pid: u32, deadline: Duration) -> Self {
+    /// Arms a watchdog over the process group of `pid`; an error when its thread cannot start.
+    fn start(pid: u32, deadline: Duration) -> Result<Self, PrepareError> {
         let (disarm, disarmed) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("pvf-worker-watchdog".into())
@@ -595,11 +598,13 @@ impl Watchdog {
                 }
                 _ => false,
             })
-            .ok();
-        Self {
+            .map_err(|e| {
+                PrepareError::Worker(format!("cannot start the worker's watchdog: {e}"))
+            })?;
+        Ok(Self {
             disarm: Some(disarm),
-            thread,
-        }
+            thread: Some(thread),
+        })
     }
 
     /// Stops the watchdog; whether it had fired.
