@@ -259,18 +259,14 @@ pub(crate) fn construct_raw(
     artifact: &VerifiedArtifact,
 ) -> wasmtime::Result<Component> {
     #[allow(unsafe_code)]
-    // SAFETY: `Component::deserialize` requires bytes produced by `Component::serialize` or
-    // `Engine::precompile_component` of a compatible engine. A `VerifiedArtifact` exists only
-    // (a) after `ArtifactStore::load` checked its blake3 checksum, salted with this environment's
-    // fingerprint (which covers wasmtime's compatibility hash, this executable and the CPU) and
-    // the code hash; the checksum was written by `ArtifactStore::store` over the bytes that
-    // `Component::serialize` returned in this environment; or (b) from a preparation worker
-    // that is this build (handshake), whose engine's compatibility hash equals ours, and whose
-    // bytes match the blake3 digest it computed over `Component::serialize`'s output. (A worker
-    // whose compiler was subverted by the code it compiled could send any bytes: the host then
-    // trusts the compiler's output as it does in process; running artifacts in workers closes
-    // that.) The bytes are copied by wasmtime, so
-    // later changes to the file cannot affect the component.
+    // SAFETY: `Component::deserialize` needs bytes from `Component::serialize` (or
+    // `precompile_component`) of a compatible engine. A `VerifiedArtifact` is (a) a stored
+    // artifact whose blake3 checksum, salted with this environment's fingerprint (wasmtime's
+    // compatibility hash, this executable, the CPU) and the code hash, passed in
+    // `ArtifactStore::load`; or (b) a worker's `Compiled`: this build (handshake), an equal
+    // engine compatibility hash, bytes matching the digest of `serialize`'s output. wasmtime
+    // copies the bytes. (A compiler subverted by the code it compiled could send any bytes;
+    // the host trusts it as it would in process, until artifacts run in workers.)
     unsafe {
         Component::deserialize(engine, artifact.bytes())
     }
