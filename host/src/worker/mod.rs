@@ -235,14 +235,17 @@ impl WorkerPool {
         &self.launcher.exe
     }
 
+    /// Starts a spare worker unless one is there (or starting) already.
     fn start_spare(&self) {
-        let launcher = self.launcher.clone();
-        let spawned = std::thread::Builder::new()
-            .name("pvf-worker-spare".into())
-            .spawn(move || launcher.start(true));
-        if let Ok(handle) = spawned {
-            *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_some() {
+            return;
         }
+        let launcher = self.launcher.clone();
+        *spare = std::thread::Builder::new()
+            .name("pvf-worker-spare".into())
+            .spawn(move || launcher.start(true))
+            .ok();
     }
 
     /// A worker for the next job: the spare if there is a good one, else a new one.
