@@ -99,7 +99,8 @@ fn stat(pid: u32) -> Option<(u32, u64)> {
     Some((ppid, utime + stime))
 }
 
-/// Waits (at most 30 s) until a child of worker `pid` has used 0.2 s of CPU time: it compiles.
+/// Waits (at most 30 s) until worker `pid` — or its child, when it forked into a pid
+/// namespace — has used 0.2 s of CPU time: it compiles.
 fn wait_until_compiling(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -107,8 +108,8 @@ fn wait_until_compiling(pid: u32) {
             .expect("list /proc")
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter_map(stat)
-            .any(|(ppid, ticks)| ppid == pid && ticks >= 20);
+            .filter_map(|p| Some((p, stat(p)?)))
+            .any(|(p, (ppid, ticks))| (p == pid || ppid == pid) && ticks >= 20);
         if compiling {
             return;
         }
