@@ -278,26 +278,12 @@ impl ArtifactStore {
             };
             out.push(info(&current, listed, state));
         }
-        for fp in maintenance::fingerprint_dirs(&self.root)? {
-            if fp == current {
-                continue;
-            }
-            let listed = entry::open_dir(&self.root, &fp)
-                .map_err(OpenError::into_io)
-                .and_then(|dir| {
-                    maintenance::entries_in(&dir, &fp, FAILED_SUFFIX).map_err(std::io::Error::other)
-                });
-            match listed {
-                Ok(listed) => out.extend(
-                    listed
-                        .into_iter()
-                        .map(|l| info(&fp, l, FailureState::Stale)),
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(fingerprint = %fp, error = %e, "cannot list another environment's directory")
-                }
-            }
+        for (fp, listed) in maintenance::entries_of_others(&self.root, &current, FAILED_SUFFIX)? {
+            out.extend(
+                listed
+                    .into_iter()
+                    .map(|l| info(&fp, l, FailureState::Stale)),
+            );
         }
         out.sort_by(|a, b| {
             (!a.current, &a.fingerprint, a.code_hash).cmp(&(

@@ -155,20 +155,8 @@ impl ArtifactStore {
             }));
         };
         add(&current, artifacts_in(&self.dir, &current)?);
-        for fp in fingerprint_dirs(&self.root)? {
-            if fp == current {
-                continue;
-            }
-            let listed = entry::open_dir(&self.root, &fp)
-                .map_err(OpenError::into_io)
-                .and_then(|dir| artifacts_in(&dir, &fp).map_err(std::io::Error::other));
-            match listed {
-                Ok(listed) => add(&fp, listed),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(fingerprint = %fp, error = %e, "cannot list another environment's directory")
-                }
-            }
+        for (fp, listed) in entries_of_others(&self.root, &current, ARTIFACT_SUFFIX)? {
+            add(&fp, listed);
         }
         out.sort_by(|a, b| {
             (!a.current, &a.fingerprint, a.code_hash).cmp(&(
@@ -501,6 +489,33 @@ fn process_alive(pid: i32) -> bool {
 /// Every entry of `dir` with an artifact's name, whatever its type, as `lstat` sees it.
 fn artifacts_in(dir: &Dir, what: &str) -> Result<Vec<Listed>, StoreError> {
     entries_in(dir, what, ARTIFACT_SUFFIX)
+}
+
+/// The entries named `<code-hash><suffix>` in every fingerprint directory below `root` but
+/// `current`'s, by fingerprint. A directory that vanished is skipped; one that cannot be read
+/// is skipped with a warning.
+pub(super) fn entries_of_others(
+    root: &Dir,
+    current: &str,
+    suffix: &str,
+) -> Result<Vec<(String, Vec<Listed>)>, StoreError> {
+    let mut out = Vec::new();
+    for fp in fingerprint_dirs(root)? {
+        if fp == current {
+            continue;
+        }
+        let listed = entry::open_dir(root, &fp)
+            .map_err(OpenError::into_io)
+            .and_then(|dir| entries_in(&dir, &fp, suffix).map_err(std::io::Error::other));
+        match listed {
+            Ok(listed) => out.push((fp, listed)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(fingerprint = %fp, error = %e, "cannot list another environment's directory")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every entry of `dir` named `<code-hash><suffix>`, whatever its type, as `lstat` sees it
