@@ -422,6 +422,18 @@ mod tests {
             .join(hash.failure_name())
     }
 
+    /// Makes a FIFO at `path`.
+    fn make_fifo(path: &std::path::Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap()
+    }
+
     fn invalid(reason: &str) -> FailureRecord {
         FailureRecord::new(FailureKind::InvalidCode, reason)
     }
@@ -598,20 +610,7 @@ mod tests {
 
         type Plant = fn(&Path, &Path);
         let plants: [(&str, Plant, bool); 7] = [
-            (
-                "fifo",
-                |p, _| {
-                    rustix::fs::mknodat(
-                        rustix::fs::CWD,
-                        p,
-                        rustix::fs::FileType::Fifo,
-                        rustix::fs::Mode::from_raw_mode(0o644),
-                        0,
-                    )
-                    .unwrap()
-                },
-                true,
-            ),
+            ("fifo", |p, _| make_fifo(p), true),
             (
                 "empty directory",
                 |p, _| std::fs::create_dir(p).unwrap(),
@@ -688,14 +687,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            record_path(&dir, &store, &fifo),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        make_fifo(&record_path(&dir, &store, &fifo));
         other.record_failure(&good, &invalid("elsewhere")).unwrap();
 
         let list = store.list_failures().unwrap();
@@ -760,14 +752,7 @@ mod tests {
             .unwrap()
             .set_modified(SystemTime::now() - Duration::from_secs(3 * 3600))
             .unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            record_path(&dir, &store, &fifo),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        make_fifo(&record_path(&dir, &store, &fifo));
         let other_fp = {
             let other = open_as(dir.path(), b"another build");
             other.record_failure(&old, &invalid("elsewhere")).unwrap();

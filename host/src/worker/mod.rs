@@ -301,7 +301,13 @@ impl Launcher {
         let (Some(stdin), Some(stdout), stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            unreachable!("all three were piped");
+            // All three were piped; should std ever hand one back missing, that is a local
+            // fault, not a panic.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(PrepareError::Worker(
+                "the worker's pipes are missing".into(),
+            ));
         };
         let mut worker = Worker {
             child,
