@@ -1,7 +1,11 @@
 //! The host's configuration: limits and budgets, with documented defaults.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::extensions::crypto::{CRYPTO_ID, CryptoExtension};
+use crate::extensions::{Extension, ExtensionSet};
 
 /// The default fuel budget of one execution: see [`Config::new`].
 pub const DEFAULT_FUEL: u64 = 2_000_000_000;
@@ -29,6 +33,7 @@ pub struct Config {
     pub(crate) prepare_limits: CompileLimits,
     pub(crate) require_confinement: bool,
     pub(crate) warm_worker: bool,
+    pub(crate) extensions: ExtensionSet,
 }
 
 /// Where the code of strangers is compiled.
@@ -212,7 +217,12 @@ impl Config {
     ///   stops validating altogether. Nodes that want the guarantee set it to `true`.
     /// * `warm_worker`: `true` — one confined worker is kept started ahead of need, so a
     ///   preparation does not wait for a process to start.
+    /// * extensions: the first-party [`CryptoExtension`] (`pvf:crypto@0.1.0`) — hashes and
+    ///   signature checks that validation functions need on every block; [`Config::crypto`]
+    ///   turns it off, [`Config::extension`] adds others.
     pub fn new() -> Self {
+        let mut extensions = ExtensionSet::empty();
+        extensions.add(Arc::new(CryptoExtension::new()));
         Self {
             execution_timeout: Duration::from_secs(2),
             max_memory_bytes: 512 << 20,
@@ -231,7 +241,38 @@ impl Config {
             prepare_limits: CompileLimits::lenient(),
             require_confinement: false,
             warm_worker: true,
+            extensions,
         }
+    }
+
+    /// Registers a host extension (see [`extensions`](crate::extensions)); it replaces one with
+    /// the same id. It is checked when the host opens, and is part of the
+    /// [execution-environment id](crate::ExecutionEnvironment).
+    pub fn extension(mut self, extension: impl Extension) -> Self {
+        self.extensions.add(Arc::new(extension));
+        self
+    }
+
+    /// Turns the first-party `pvf:crypto@0.1.0` extension on or off (default on). Without it, a
+    /// guest that imports `pvf:crypto` fails preparation, naming the missing interface.
+    pub fn crypto(mut self, enabled: bool) -> Self {
+        if enabled {
+            self.extensions.add(Arc::new(CryptoExtension::new()));
+        } else {
+            self.extensions.remove(CRYPTO_ID);
+        }
+        self
+    }
+
+    /// Removes every extension, including `pvf:crypto` (guests get WASI only).
+    pub fn without_extensions(mut self) -> Self {
+        self.extensions = ExtensionSet::empty();
+        self
+    }
+
+    /// The registered extensions.
+    pub fn get_extensions(&self) -> &ExtensionSet {
+        &self.extensions
     }
 
     /// Sets where strangers' code is compiled (default [`Isolation::Workers`]).

@@ -34,9 +34,16 @@ pub enum PrepareError {
     #[error("invalid code: {0}")]
     InvalidCode(String),
     /// The component does not target the `validation-function` world (missing export, wrong
-    /// signature, or imports this host does not provide). Permanent.
+    /// signature). Permanent.
     #[error("code does not target pvf:validation/validation-function: {0}")]
     WrongWorld(String),
+    /// The component imports an interface (or a function of one) that this host does not
+    /// provide with that type: an extension that is not registered here, a WASI interface
+    /// outside WASI 0.2's command world. Deterministic in this execution environment (the
+    /// registered extensions are part of its id), so it is not remembered in the store: the same
+    /// code may link once the extension is registered.
+    #[error("code imports what this host does not provide: {0}")]
+    MissingImports(String),
     /// Compiling failed for a reason of this host, not of the code: the operating system
     /// refused a resource (memory for code, a thread). Transient: a later attempt may succeed.
     #[error("preparation failed on this host: {0}")]
@@ -207,6 +214,10 @@ pub enum HostError {
     /// build, or (with `require_confinement`) a confinement layer is not available.
     #[error("preparation worker: {0}")]
     Worker(String),
+    /// A registered extension is refused (bad id, an interface outside its package, a bad or
+    /// clashing function name).
+    #[error("extension: {0}")]
+    Extension(String),
 }
 
 /// Why the validation service could not take or finish a request. Always indeterminate: none of
@@ -269,7 +280,7 @@ impl ValidationError {
     ///
     /// | error | class |
     /// |---|---|
-    /// | code too large, undecompressable, invalid, wrong world | deterministic |
+    /// | code too large, undecompressable, invalid, wrong world, imports not provided | deterministic |
     /// | preparation failed for a reason of this host (an OS error while compiling) | indeterminate |
     /// | guest `err`, trap, instantiation trap, resource limit | deterministic |
     /// | construction or link failure (only reached on a *fresh* artifact) | deterministic |
@@ -284,6 +295,7 @@ impl ValidationError {
                 | PrepareError::Decompress(_)
                 | PrepareError::InvalidCode(_)
                 | PrepareError::WrongWorld(_)
+                | PrepareError::MissingImports(_)
                 | PrepareError::Remembered { .. },
             ) => Deterministic,
             Self::Prepare(

@@ -272,31 +272,40 @@ pub(crate) fn construct_raw(
     }
 }
 
-/// Instantiates `pre` and calls `validate-block` with `params`, under `config`'s limits.
+/// Instantiates `pre` and calls `validate-block` with `params`, under `config`'s limits; also
+/// returns the fuel the guest consumed (instantiation, the call, priced host calls), `None`
+/// when nothing ran (params over the limits).
 pub(crate) fn execute(
     engine: &Engine,
     pre: &ValidationFunctionPre<HostState>,
     code_hash: &CodeHash,
     params: &ValidationParams,
     config: &Config,
-) -> Result<ValidationResult, ExecuteError> {
-    params
-        .check_limits()
-        .map_err(|detail| ExecuteError::ResourceLimit {
+) -> (Result<ValidationResult, ExecuteError>, Option<u64>) {
+    if let Err(detail) = params.check_limits() {
+        let limit = ExecuteError::ResourceLimit {
             kind: LimitKind::Params,
             detail,
-        })?;
+        };
+        return (Err(limit), None);
+    }
     let mut store = new_store(engine, config, code_hash, params);
     let result = instantiate_and_call(&mut store, pre, params, config);
     store.data().forward_output(code_hash);
-    let result = result?;
-    result
-        .check_limits(config.max_code_bytes)
-        .map_err(|detail| ExecuteError::ResourceLimit {
-            kind: LimitKind::Result,
-            detail,
-        })?;
-    Ok(result)
+    let consumed = store
+        .get_fuel()
+        .ok()
+        .map(|left| config.fuel.saturating_sub(left));
+    let result = result.and_then(|result| {
+        result
+            .check_limits(config.max_code_bytes)
+            .map_err(|detail| ExecuteError::ResourceLimit {
+                kind: LimitKind::Result,
+                detail,
+            })?;
+        Ok(result)
+    });
+    (result, consumed)
 }
 
 fn instantiate_and_call(

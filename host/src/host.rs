@@ -10,6 +10,7 @@ use crate::bindings::ValidationFunctionPre;
 use crate::config::{Config, Isolation};
 use crate::engine::{EpochTicker, new_engine};
 use crate::env::EnvFingerprint;
+use crate::environment::{EnvironmentId, ExecutionEnvironment};
 use crate::error::{
     ExecuteError, FailureClass, HostError, PrepareError, ServiceError, StoreError, ValidationError,
 };
@@ -85,6 +86,13 @@ pub struct Outcome {
     pub cache: CacheStatus,
     /// The verdict.
     pub verdict: Verdict,
+    /// The execution environment the verdict was reached in (see [`ExecutionEnvironment`]):
+    /// two nodes that disagree compare it first.
+    pub environment: EnvironmentId,
+    /// The fuel the guest consumed (instantiation, the call and priced host calls): the same on
+    /// every node for the same code, candidate and environment. `None` when nothing ran (the
+    /// code did not prepare, the params were over the limits, the service refused the call).
+    pub fuel_consumed: Option<u64>,
 }
 
 /// What [`ValidationHost::prepare`] and [`ValidationHost::precheck`] report on success.
@@ -143,6 +151,7 @@ pub struct ValidationHost {
     in_flight: InFlight,
     memory: MemoryCache,
     workers: Option<WorkerPool>,
+    environment: ExecutionEnvironment,
     _ticker: EpochTicker,
 }
 
@@ -184,9 +193,16 @@ impl ValidationHost {
         engine: Engine,
         fingerprint: EnvFingerprint,
     ) -> Result<Self, HostError> {
+        config
+            .extensions
+            .check()
+            .map_err(|e| HostError::Extension(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         crate::guest_wasi::add_to_linker(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        crate::extensions::link::add_to_linker(&mut linker, &config.extensions)
+            .map_err(|e| HostError::Extension(format!("{e:#}")))?;
+        let environment = ExecutionEnvironment::of(&engine, &config);
         let options = StoreOptions::new()
             .keep_other_fingerprints(config.keep_other_fingerprints)
             .lock_wait(config.prepare_wait);
@@ -205,6 +221,7 @@ impl ValidationHost {
             in_flight: InFlight::default(),
             memory: MemoryCache::new(memory_cache_bytes),
             workers,
+            environment,
             _ticker: ticker,
         })
     }
@@ -228,6 +245,11 @@ impl ValidationHost {
     /// The preparation worker's executable, when code is compiled in workers.
     pub fn worker_executable(&self) -> Option<&std::path::Path> {
         self.workers.as_ref().map(WorkerPool::executable)
+    }
+
+    /// The execution environment: the id every [`Outcome`] carries, and its parts.
+    pub fn environment(&self) -> &ExecutionEnvironment {
+        &self.environment
     }
 
     /// The environment fingerprint artifacts are bound to.
@@ -314,12 +336,12 @@ impl ValidationHost {
     pub fn validate(&self, code: &[u8], params: &ValidationParams) -> Outcome {
         let code = match decode(code, self.config.max_code_bytes) {
             Ok(code) => code,
-            Err(e) => return Outcome::failed(None, CacheStatus::Miss, e.into()),
+            Err(e) => return self.failed(None, CacheStatus::Miss, e.into()),
         };
         let code_hash = CodeHash::of(&code);
         let runnable = match self.runnable(&code_hash, &code) {
             Ok(runnable) => runnable,
-            Err((cache, e)) => return Outcome::failed(Some(code_hash), cache, e),
+            Err((cache, e)) => return self.failed(Some(code_hash), cache, e),
         };
         self.run(&runnable, &code_hash, params, self.config.execution_timeout)
     }
@@ -335,7 +357,7 @@ impl ValidationHost {
     pub fn validate_hash(&self, code_hash: &CodeHash, params: &ValidationParams) -> Outcome {
         match self.runnable_by_hash(code_hash) {
             Ok(runnable) => self.run(&runnable, code_hash, params, self.config.execution_timeout),
-            Err((cache, e)) => Outcome::failed(Some(*code_hash), cache, e),
+            Err((cache, e)) => self.failed(Some(*code_hash), cache, e),
         }
     }
 
@@ -348,7 +370,7 @@ impl ValidationHost {
         timeout: Duration,
     ) -> Outcome {
         let started = Instant::now();
-        let result = if timeout == self.config.execution_timeout {
+        let (result, fuel_consumed) = if timeout == self.config.execution_timeout {
             execute(&self.engine, &runnable.pre, code_hash, params, &self.config)
         } else {
             let config = self.config.clone().execution_timeout(timeout);
@@ -369,6 +391,24 @@ impl ValidationHost {
             code_hash: Some(*code_hash),
             cache: runnable.cache,
             verdict,
+            environment: self.environment.id(),
+            fuel_consumed,
+        }
+    }
+
+    /// The outcome of a validation that failed before anything ran.
+    pub(crate) fn failed(
+        &self,
+        code_hash: Option<CodeHash>,
+        cache: CacheStatus,
+        err: ValidationError,
+    ) -> Outcome {
+        Outcome {
+            code_hash,
+            cache,
+            verdict: Verdict::from_error(err),
+            environment: self.environment.id(),
+            fuel_consumed: None,
         }
     }
 
@@ -563,7 +603,8 @@ impl ValidationHost {
             Err(e) => return Err(e.to_string()),
         };
         let component = construct(&self.engine, &artifact).map_err(|e| e.to_string())?;
-        let pre = link(&self.linker, &component).map_err(|e| ExecuteError::Link(e).to_string())?;
+        let pre = link(&self.linker, &component)
+            .map_err(|e| ExecuteError::Link(e.to_string()).to_string())?;
         Ok(Some((pre, artifact.bytes().len())))
     }
 
@@ -596,7 +637,7 @@ impl ValidationHost {
         // OS refusal while loading it is this host's fault. The link is the contract check
         // (the worker does not link): only code that passes it is stored.
         let component = construct_raw(&self.engine, &artifact).map_err(compile_error)?;
-        let pre = link(&self.linker, &component).map_err(PrepareError::WrongWorld)?;
+        let pre = link(&self.linker, &component)?;
         if let Err(e) = self.store.store(code_hash, artifact.bytes()) {
             tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
         }
@@ -646,19 +687,5 @@ impl ValidationHost {
             }
         }
         Ok(report)
-    }
-}
-
-impl Outcome {
-    pub(crate) fn failed(
-        code_hash: Option<CodeHash>,
-        cache: CacheStatus,
-        err: ValidationError,
-    ) -> Self {
-        Self {
-            code_hash,
-            cache,
-            verdict: Verdict::from_error(err),
-        }
     }
 }

@@ -32,8 +32,10 @@ mod config;
 mod contract;
 mod engine;
 mod env;
+mod environment;
 mod error;
 mod execute;
+pub mod extensions;
 mod guest_wasi;
 mod host;
 mod inflight;
@@ -48,6 +50,7 @@ pub mod worker;
 pub use config::{CompileLimits, Config, DEFAULT_FUEL, Isolation};
 pub use engine::wasmtime_config;
 pub use env::EnvFingerprint;
+pub use environment::{CONTRACT_VERSION, EnvironmentId, EnvironmentPart, ExecutionEnvironment};
 pub use error::{
     ExecuteError, FailureClass, HostError, LimitKind, PrepareError, ServiceError, StoreError,
     ValidationError,

@@ -46,7 +46,7 @@ pub(crate) fn compile(
     code: &[u8],
 ) -> Result<(Component, ValidationFunctionPre<HostState>), PrepareError> {
     let component = compile_component(engine, code)?;
-    let pre = link(linker, &component).map_err(PrepareError::WrongWorld)?;
+    let pre = link(linker, &component)?;
     Ok((component, pre))
 }
 
@@ -84,16 +84,18 @@ pub(crate) fn compile_error(err: wasmtime::Error) -> PrepareError {
     }
 }
 
-/// Links `component` against the host's imports and finds the `validate-block` export.
+/// Links `component` against the host's imports (WASI and the registered extensions) and finds
+/// the `validate-block` export: a wrong export is [`PrepareError::WrongWorld`], an import the
+/// linker does not satisfy is [`PrepareError::MissingImports`] (wasmtime's message names it).
 pub(crate) fn link(
     linker: &Linker<HostState>,
     component: &Component,
-) -> Result<ValidationFunctionPre<HostState>, String> {
-    check_exports(component)?;
+) -> Result<ValidationFunctionPre<HostState>, PrepareError> {
+    check_exports(component).map_err(PrepareError::WrongWorld)?;
     let instance_pre = linker
         .instantiate_pre(component)
-        .map_err(|e| format!("{e:#}"))?;
-    ValidationFunctionPre::new(instance_pre).map_err(|e| format!("{e:#}"))
+        .map_err(|e| PrepareError::MissingImports(format!("{e:#}")))?;
+    ValidationFunctionPre::new(instance_pre).map_err(|e| PrepareError::WrongWorld(format!("{e:#}")))
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 //! | `pvf_queue_busy` | gauge: slots in use | `queue` |
 //! | `pvf_store_artifacts` / `pvf_store_bytes` | gauges: artifacts of this environment in the store | |
 //! | `pvf_memory_cache_components` / `pvf_memory_cache_bytes` | gauges: the in-memory cache | |
+//! | `pvf_environment_info` | gauge, always 1: which execution environment and isolation this host runs | `environment` (the id's hex), `isolation` |
+//! | `pvf_fuel_consumed_total` | counter: fuel consumed by executions that ran | |
 //!
 //! Counters and histograms change as work happens; gauges are refreshed when the text is
 //! rendered (a scrape).
@@ -59,6 +61,12 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvironmentLabels {
+    environment: String,
+    isolation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
     queue: &'static str,
 }
@@ -94,10 +102,12 @@ pub(crate) struct Metrics {
     store_bytes: Gauge,
     memory_components: Gauge,
     memory_bytes: Gauge,
+    fuel: Counter,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// The metrics of a service whose host runs `environment` (the id's hex) with `isolation`.
+    pub(crate) fn new(environment: String, isolation: &'static str) -> Self {
         let mut registry = Registry::with_prefix("pvf");
         let validations = Family::default();
         let verdicts = Family::default();
@@ -160,6 +170,23 @@ impl Metrics {
             waiting.clone(),
         );
         registry.register("queue_busy", "Slots in use", busy.clone());
+        let info = Family::<EnvironmentLabels, Gauge>::default();
+        info.get_or_create(&EnvironmentLabels {
+            environment,
+            isolation,
+        })
+        .set(1);
+        registry.register(
+            "environment_info",
+            "The execution environment (its id) and the isolation mode of this host",
+            info,
+        );
+        let fuel = Counter::default();
+        registry.register(
+            "fuel_consumed",
+            "Fuel consumed by executions that ran",
+            fuel.clone(),
+        );
         registry.register(
             "store_artifacts",
             "Artifacts of this environment in the store",
@@ -196,6 +223,7 @@ impl Metrics {
             store_bytes,
             memory_components,
             memory_bytes,
+            fuel,
         }
     }
 
@@ -210,7 +238,11 @@ impl Metrics {
         priority: ExecutionPriority,
         cache: CacheStatus,
         verdict: &Verdict,
+        fuel_consumed: Option<u64>,
     ) {
+        if let Some(fuel) = fuel_consumed {
+            self.fuel.inc_by(fuel);
+        }
         let label = VerdictLabels {
             priority: priority_label(priority).priority,
             verdict: verdict.as_str(),

@@ -360,7 +360,11 @@ impl ValidationService {
     /// Wraps an opened host; `config.host` is ignored in favour of the host's own.
     pub fn with_host(host: ValidationHost, mut config: ServiceConfig) -> Self {
         config.host = host.config().clone();
-        let (host, metrics) = (Arc::new(host), Arc::new(Metrics::new()));
+        let metrics = Metrics::new(
+            host.environment().id().to_hex(),
+            host.config().get_isolation().as_str(),
+        );
+        let (host, metrics) = (Arc::new(host), Arc::new(metrics));
         Self {
             inner: Arc::new(Inner {
                 preparer: Arc::new(Preparer::new(&config, host.clone(), metrics.clone())),
@@ -491,9 +495,12 @@ impl ValidationService {
             span.record("cache", outcome.cache.as_str());
             span.record("verdict", outcome.verdict.as_str());
             span.record("attempts", attempts);
-            self.inner
-                .metrics
-                .outcome(priority, outcome.cache, &outcome.verdict);
+            self.inner.metrics.outcome(
+                priority,
+                outcome.cache,
+                &outcome.verdict,
+                outcome.fuel_consumed,
+            );
             outcome
         }
         .instrument(span)
@@ -508,13 +515,13 @@ impl ValidationService {
         priority: ExecutionPriority,
     ) -> Outcome {
         if let Err(e) = self.check_open() {
-            return Outcome::failed(None, CacheStatus::Miss, e);
+            return self.inner.host.failed(None, CacheStatus::Miss, e);
         }
         let (hash, code) = match code {
             CodeRef::Hash(hash) => (*hash, None),
             CodeRef::Bytes(bytes) => match self.decode(bytes.clone()).await {
                 Ok((hash, code)) => (hash, Some(code)),
-                Err(e) => return Outcome::failed(None, CacheStatus::Miss, e),
+                Err(e) => return self.inner.host.failed(None, CacheStatus::Miss, e),
             },
         };
         let host = &self.inner.host;
@@ -528,7 +535,7 @@ impl ValidationService {
                     .await;
                 match prepared {
                     Ok(runnable) => runnable,
-                    Err((cache, e)) => return Outcome::failed(Some(hash), cache, e),
+                    Err((cache, e)) => return self.inner.host.failed(Some(hash), cache, e),
                 }
             }
         };
@@ -545,10 +552,14 @@ impl ValidationService {
                     queue: "execute",
                     capacity,
                 };
-                return Outcome::failed(Some(hash), cache, e.into());
+                return self.inner.host.failed(Some(hash), cache, e.into());
             }
             Err(GateError::Closed) => {
-                return Outcome::failed(Some(hash), cache, ServiceError::ShuttingDown.into());
+                return self.inner.host.failed(
+                    Some(hash),
+                    cache,
+                    ServiceError::ShuttingDown.into(),
+                );
             }
         };
         let (host, params) = (host.clone(), params.clone());
@@ -571,7 +582,7 @@ impl ValidationService {
         }
         match tokio::task::spawn_blocking(job).await {
             Ok(outcome) => outcome,
-            Err(e) => Outcome::failed(
+            Err(e) => self.inner.host.failed(
                 Some(hash),
                 cache,
                 ServiceError::Worker(e.to_string()).into(),

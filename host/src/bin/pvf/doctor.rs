@@ -3,7 +3,9 @@
 //! It starts this executable as the confinement probe (`pvf __pvf-confine-probe report`, a cleared
 //! environment, at most [`PROBE_TIMEOUT`]), which confines itself exactly as a worker does and
 //! prints each layer's state; then prints the isolation mode, each layer (active, or unavailable
-//! and why), the store directory and the environment fingerprint artifacts are filed under.
+//! and why), the store directory, the environment fingerprint artifacts are filed under, and the
+//! execution-environment id with the parts it is hashed from (the registered extensions, the
+//! verdict-bearing limits: see `pvf_host::ExecutionEnvironment`).
 //!
 //! Exit 0 when every layer is active, or when unavailable layers are not `required`; 2 when a
 //! required layer is unavailable or the probe failed (then no layer is known to be active).
@@ -31,9 +33,11 @@ struct ReportedLayer {
 
 /// Runs `pvf doctor`. `isolation`: the mode preparation runs in (`workers`, `in-process`).
 /// `required`: whether an unavailable layer fails the check (exit 2) or is only reported.
-pub fn run(out: &Output, isolation: &str, store: &Path, required: bool) -> u8 {
+pub fn run(out: &Output, config: &pvf_host::Config, store: &Path, required: bool) -> u8 {
+    let isolation = config.get_isolation().as_str();
     let probe = run_probe();
     let fingerprint = fingerprint();
+    let environment = pvf_host::ExecutionEnvironment::for_config(config).map_err(|e| e.to_string());
     let (layers, probe_error) = match probe {
         Ok(layers) => (layers, None),
         Err(e) => (Vec::new(), Some(e)),
@@ -56,6 +60,14 @@ pub fn run(out: &Output, isolation: &str, store: &Path, required: bool) -> u8 {
         "store": store.display().to_string(),
         "fingerprint": fingerprint.as_ref().ok(),
         "fingerprint_error": fingerprint.as_ref().err(),
+        "environment": environment.as_ref().ok().map(|e| e.id().to_hex()),
+        "environment_parts": environment.as_ref().ok().map(|e| e
+            .parts()
+            .iter()
+            .map(|p| json!({"name": p.name, "value": p.value}))
+            .collect::<Vec<_>>()),
+        "environment_error": environment.as_ref().err(),
+        "extensions": config.get_extensions().ids(),
         "layers": json_layers,
         "probe_error": probe_error,
         "all_active": all_active,
@@ -70,8 +82,18 @@ pub fn run(out: &Output, isolation: &str, store: &Path, required: bool) -> u8 {
             Ok(hex) => format!("fingerprint  {hex}"),
             Err(e) => format!("fingerprint  unknown: {e}"),
         },
-        "layers".to_owned(),
     ];
+    match &environment {
+        Ok(env) => {
+            human.push(format!("environment  {}", env.id()));
+            let width = env.parts().iter().map(|p| p.name.len()).max().unwrap_or(0);
+            for p in env.parts() {
+                human.push(format!("  {:width$}  {}", p.name, p.value));
+            }
+        }
+        Err(e) => human.push(format!("environment  unknown: {e}")),
+    }
+    human.push("layers".to_owned());
     for l in &layers {
         human.push(match (l.active, l.text.is_empty()) {
             (true, true) => format!("  {:width$}  active", l.name),

@@ -55,6 +55,11 @@ struct Cli {
     /// Secure mode: refuse to prepare unless every confinement layer of the worker is active.
     #[arg(long, global = true)]
     require_confinement: bool,
+    /// Turn off the `pvf:crypto@0.1.0` host extension (native hashes and signature checks for
+    /// guests, on by default). A guest that imports it then fails preparation, naming the
+    /// missing interface. Which extensions are on is part of the execution-environment id.
+    #[arg(long, global = true)]
+    no_crypto: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -245,7 +250,22 @@ fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'sta
 fn doctor_command(out: &Output, cli: &Cli) -> u8 {
     let isolation = Isolation::from(cli.isolation);
     let required = cli.require_confinement && isolation == Isolation::Workers;
-    doctor::run(out, isolation.as_str(), &cli.cache_dir, required)
+    doctor::run(out, &host_config(cli), &cli.cache_dir, required)
+}
+
+/// The host configuration the global options ask for.
+fn host_config(cli: &Cli) -> Config {
+    let mut config = Config::new()
+        .isolation(cli.isolation.into())
+        .require_confinement(cli.require_confinement)
+        .crypto(!cli.no_crypto);
+    if let Some(ms) = cli.timeout_ms {
+        config = config.execution_timeout(Duration::from_millis(ms));
+    }
+    if let Some(fuel) = cli.fuel {
+        config = config.fuel(fuel);
+    }
+    config
 }
 
 fn run(cli: Cli) -> u8 {
@@ -279,16 +299,10 @@ fn run(cli: Cli) -> u8 {
 }
 
 async fn run_async(cli: Cli, out: Output) -> u8 {
-    let mut config = Config::new()
-        .isolation(cli.isolation.into())
-        .require_confinement(cli.require_confinement);
+    let mut config = host_config(&cli);
     let mut service_config = ServiceConfig::new();
     if let Some(ms) = cli.timeout_ms {
-        config = config.execution_timeout(Duration::from_millis(ms));
         service_config = service_config.approval_timeout(Duration::from_millis(ms));
-    }
-    if let Some(fuel) = cli.fuel {
-        config = config.fuel(fuel);
     }
     // Inputs first: an unreadable file is a usage error whatever the store's state.
     let (code, params) = match &cli.command {
@@ -324,13 +338,14 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
         Err(e) => {
             let reason = format!("{e:#}");
             out.emit(
-                json!({"verdict": "indeterminate", "reason": reason, "result": Value::Null, "cache": Value::Null}),
+                json!({"verdict": "indeterminate", "reason": reason, "result": Value::Null, "cache": Value::Null, "environment": Value::Null, "fuel_consumed": Value::Null}),
                 "indeterminate",
                 Some(&reason),
             );
             return EXIT_INDETERMINATE;
         }
     };
+    let environment = service.host().environment().id().to_hex();
     match cli.command {
         Command::Prepare { code: path } => {
             let code = code.unwrap_or_default();
@@ -340,13 +355,13 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
             match result {
                 Ok(p) => {
                     out.emit(
-                        json!({"code_hash": p.code_hash.to_string(), "cache": p.cache.as_str(), "peak_memory_bytes": p.peak_memory_bytes}),
+                        json!({"code_hash": p.code_hash.to_string(), "cache": p.cache.as_str(), "peak_memory_bytes": p.peak_memory_bytes, "environment": environment}),
                         &format!("prepared {} (cache: {})", p.code_hash, p.cache.as_str()),
                         None,
                     );
                     EXIT_OK
                 }
-                Err(e) => report_failure(&out, &e, Value::Null),
+                Err(e) => report_failure(&out, &e, &environment),
             }
         }
         Command::Precheck { code: path } => {
@@ -357,13 +372,13 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
             match result {
                 Ok(p) => {
                     out.emit(
-                        json!({"verdict": "valid", "reason": Value::Null, "code_hash": p.code_hash.to_string(), "cache": p.cache.as_str(), "peak_memory_bytes": p.peak_memory_bytes}),
+                        json!({"verdict": "valid", "reason": Value::Null, "code_hash": p.code_hash.to_string(), "cache": p.cache.as_str(), "peak_memory_bytes": p.peak_memory_bytes, "environment": environment}),
                         &format!("valid: {} is acceptable (cache: {})", p.code_hash, p.cache.as_str()),
                         None,
                     );
                     EXIT_OK
                 }
-                Err(e) => report_failure(&out, &e, Value::Null),
+                Err(e) => report_failure(&out, &e, &environment),
             }
         }
         Command::Validate {
@@ -421,14 +436,14 @@ fn open_service(cache_dir: &Path, config: ServiceConfig) -> anyhow::Result<Valid
 }
 
 /// Reports a failed prepare/precheck: exit 1 (deterministic) or 2 (indeterminate).
-fn report_failure(out: &Output, err: &ValidationError, cache: Value) -> u8 {
+fn report_failure(out: &Output, err: &ValidationError, environment: &str) -> u8 {
     let reason = err.to_string();
     let (verdict, code) = match err.class() {
         FailureClass::Deterministic => ("invalid", EXIT_INVALID),
         FailureClass::Indeterminate => ("indeterminate", EXIT_INDETERMINATE),
     };
     out.emit(
-        json!({"verdict": verdict, "reason": reason, "code_hash": Value::Null, "cache": cache}),
+        json!({"verdict": verdict, "reason": reason, "code_hash": Value::Null, "cache": Value::Null, "environment": environment}),
         verdict,
         Some(&reason),
     );
@@ -458,6 +473,8 @@ fn outcome_json(outcome: &Outcome) -> (OutcomeJson<'_>, String, Option<String>, 
     let json = OutcomeJson {
         cache,
         code_hash: outcome.code_hash.map(|h| h.to_string()),
+        environment: outcome.environment.to_hex(),
+        fuel_consumed: outcome.fuel_consumed,
         id: None,
         reason: reason.clone(),
         result: match &outcome.verdict {
@@ -475,6 +492,10 @@ fn outcome_json(outcome: &Outcome) -> (OutcomeJson<'_>, String, Option<String>, 
 struct OutcomeJson<'a> {
     cache: &'static str,
     code_hash: Option<String>,
+    /// The execution-environment id the verdict was reached in.
+    environment: String,
+    /// The fuel the guest consumed, `null` when nothing ran.
+    fuel_consumed: Option<u64>,
     /// The request's `id`, in `pvf serve`'s answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a Value>,

@@ -48,6 +48,16 @@ pub(crate) async fn run(
     metrics: Option<SocketAddr>,
     grace: Duration,
 ) -> u8 {
+    let host = service.host();
+    eprintln!(
+        "serving: environment {} (extensions: {}), isolation {}",
+        host.environment().id(),
+        match host.config().get_extensions().ids() {
+            ids if ids.is_empty() => "none".to_string(),
+            ids => ids.join(", "),
+        },
+        host.config().get_isolation().as_str(),
+    );
     let server = match metrics {
         None => None,
         Some(addr) => match service.serve_metrics(addr).await {
