@@ -275,6 +275,11 @@ impl Config {
         &self.extensions
     }
 
+    /// The fuel budget of one execution.
+    pub fn get_fuel(&self) -> u64 {
+        self.fuel
+    }
+
     /// Sets where strangers' code is compiled (default [`Isolation::Workers`]).
     pub fn isolation(mut self, isolation: Isolation) -> Self {
         self.isolation = isolation;

@@ -51,7 +51,7 @@ pub(crate) fn compile(
 }
 
 /// Compiles `code` into a component, without linking it (a worker's part: the host links the
-/// artifact it loads, and a link failure there is the same `WrongWorld`).
+/// artifact it loads, and a link failure there is the same `WrongWorld` or `MissingImports`).
 pub(crate) fn compile_component(engine: &Engine, code: &[u8]) -> Result<Component, PrepareError> {
     if !code.starts_with(&WASM_MAGIC) {
         return Err(PrepareError::InvalidCode(

@@ -61,14 +61,20 @@ fn serve_answers_json_lines_and_exposes_metrics() {
         .expect("spawn pvf serve");
     let stdout = lines_of(child.stdout.take().unwrap());
     let stderr = lines_of(child.stderr.take().unwrap());
+    let mut environment = None;
     let url = loop {
         let line = stderr
             .recv_timeout(Duration::from_secs(60))
             .expect("pvf serve prints the metrics URL");
+        if let Some(rest) = line.strip_prefix("serving: environment ") {
+            environment = rest.split(' ').next().map(str::to_string);
+        }
         if let Some(url) = line.strip_prefix("metrics: ") {
             break url.to_string();
         }
     };
+    let environment = environment.expect("the startup line names the environment");
+    assert_eq!(environment.len(), 64, "{environment}");
     let mut stdin = child.stdin.take().unwrap();
     let requests = [
         json!({"id": 1, "code": guest_path("adder"), "params": adder_params_json(40, 2)}),
@@ -92,6 +98,11 @@ fn serve_answers_json_lines_and_exposes_metrics() {
     assert_eq!(answers["1"]["verdict"], "valid");
     assert_eq!(answers["1"]["result"]["head_data"], "0x2a00000000000000");
     assert_eq!(answers["1"]["cache"], "miss");
+    // Every answer names the environment and the fuel the guest consumed.
+    for id in ["1", "2"] {
+        assert_eq!(answers[id]["environment"], environment.as_str());
+        assert!(answers[id]["fuel_consumed"].as_u64().unwrap() > 0);
+    }
     assert_eq!(answers["2"]["verdict"], "invalid");
     assert!(
         answers["3"]["error"]
@@ -155,6 +166,15 @@ fn serve_answers_json_lines_and_exposes_metrics() {
         1.0
     );
     assert_eq!(metric(body, "pvf_store_artifacts"), 2.0);
+    assert_eq!(
+        metric(
+            body,
+            &format!(r#"pvf_environment_info{{environment="{environment}",isolation="workers"}}"#)
+        ),
+        1.0,
+        "{body}"
+    );
+    assert!(metric(body, "pvf_fuel_consumed_total") > 0.0, "{body}");
 
     // End of input: a graceful shutdown and exit 0.
     drop(stdin);

@@ -1,0 +1,360 @@
+//! Host extensions: the first-party `pvf:crypto@0.1.0` through real guests (`sig-verify`, which
+//! calls it, against `sig-verify-wasm`, which carries its own ed25519), fuel prices charged
+//! exactly, a missing extension at preparation, an embedder's own extension, composed guests,
+//! and the execution-environment id.
+
+use pvf_host::extensions::crypto::algorithms;
+use pvf_host::extensions::{Body, Extension, ExtensionError, HostFunction, Price};
+use pvf_host::{
+    CacheStatus, Config, FailureClass, HostError, LimitKind, ValidationError, ValidationParams,
+    Verdict,
+};
+use pvf_test_guests::batches;
+
+use crate::common::{
+    adder_params, guest, host_with, pvf, run_json, store_dir, test_config, write_file,
+};
+
+/// The first-party price of `ed25519-verify` (see `pvf_host::extensions::crypto`).
+const ED25519_PRICE: Price = Price::new(100_000, 8);
+
+/// An embedder's own extension, as README's "Write your own extension" shows: here it
+/// re-prices `pvf:crypto/signatures` (same id, so it replaces the first-party extension) with
+/// the first-party functions.
+struct Repriced(Price);
+
+impl Extension for Repriced {
+    fn id(&self) -> &str {
+        "pvf:crypto@0.1.0"
+    }
+    fn digest(&self) -> [u8; 32] {
+        *blake3::hash(algorithms::RULES.as_bytes()).as_bytes()
+    }
+    fn functions(&self) -> Vec<HostFunction> {
+        vec![HostFunction::new(
+            "pvf:crypto/signatures@0.1.0",
+            "ed25519-verify",
+            self.0,
+            Body::Bytes3ToBool(algorithms::ed25519_verify),
+        )]
+    }
+}
+
+/// An extension that tries to provide an interface of WASI.
+struct Impostor;
+
+impl Extension for Impostor {
+    fn id(&self) -> &str {
+        "acme:evil@1.0.0"
+    }
+    fn digest(&self) -> [u8; 32] {
+        [0; 32]
+    }
+    fn functions(&self) -> Vec<HostFunction> {
+        fn zero(_: &[u8]) -> u64 {
+            0
+        }
+        vec![HostFunction::new(
+            "wasi:random/random@0.2.6",
+            "get-random-u64",
+            Price::new(0, 0),
+            Body::BytesToU64(zero),
+        )]
+    }
+}
+
+fn params(block_data: Vec<u8>) -> ValidationParams {
+    ValidationParams::new(vec![0; 8], block_data, 7)
+}
+
+/// (verdict, reason or head as text) of an outcome, for comparing two guests.
+fn summary(verdict: &Verdict) -> (&'static str, String) {
+    match verdict {
+        Verdict::Valid(r) => ("valid", hex::encode(&r.head_data)),
+        Verdict::Invalid(e) | Verdict::Indeterminate(e) => (verdict.as_str(), e.to_string()),
+    }
+}
+
+#[test]
+fn sig_verify_and_its_in_wasm_twin_agree_on_valid_invalid_and_malformed_batches() {
+    let dir = store_dir();
+    let host = host_with(dir.path(), test_config());
+    let (native, in_wasm) = (guest("sig_verify"), guest("sig_verify_wasm"));
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for n in [0, 1, 5, 24] {
+        cases.push((format!("{n} good signatures"), batches::signed_batch(n, n as u64)));
+    }
+    for bad in [0, 3, 9] {
+        cases.push((
+            format!("bad signature at {bad}"),
+            batches::batch_with_bad_signature(10, bad, 77),
+        ));
+    }
+    for (what, data) in batches::malformed_batches() {
+        cases.push((format!("malformed: {what}"), data));
+    }
+    let mut valid = 0;
+    for (what, data) in &cases {
+        let a = host.validate(&native, &params(data.clone()));
+        let b = host.validate(&in_wasm, &params(data.clone()));
+        let (a, b) = (summary(&a.verdict), summary(&b.verdict));
+        assert_eq!(a, b, "{what}");
+        if what.contains("good") {
+            let n: u64 = what.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(a, ("valid", hex::encode(n.to_le_bytes())), "{what}");
+            valid += 1;
+        } else {
+            assert_eq!(a.0, "invalid", "{what}: {}", a.1);
+        }
+        if let Some(bad) = what.strip_prefix("bad signature at ") {
+            assert!(
+                a.1.contains(&format!("signature {bad} does not verify")),
+                "{what}: {}",
+                a.1
+            );
+        }
+        if what.starts_with("malformed") {
+            assert!(a.1.contains("malformed batch"), "{what}: {}", a.1);
+        }
+    }
+    assert_eq!(valid, 4);
+}
+
+#[test]
+fn a_batch_costs_exactly_its_declared_price_and_running_out_in_a_host_call_is_invalid() {
+    let data = batches::signed_batch(6, 5);
+    let items = batches::batch_items(&data).expect("a well-formed batch");
+    assert_eq!(items.len(), 6);
+    let arguments: usize = items.iter().map(|&len| 64 + len + 32).sum();
+    let code = guest("sig_verify");
+    let fuel_under = |price: Price| {
+        let dir = store_dir();
+        let host = host_with(dir.path(), test_config().extension(Repriced(price)));
+        let outcome = host.validate(&code, &params(data.clone()));
+        assert!(
+            matches!(outcome.verdict, Verdict::Valid(_)),
+            "{:?}",
+            outcome.verdict
+        );
+        (outcome.fuel_consumed.expect("it ran"), outcome.environment)
+    };
+    // The guest's own instructions are the same under both prices: the difference is the price.
+    let (cheap, cheap_env) = fuel_under(ED25519_PRICE);
+    let dear = Price::new(ED25519_PRICE.base + 12_345, ED25519_PRICE.per_byte + 3);
+    let (costly, costly_env) = fuel_under(dear);
+    assert_eq!(
+        costly - cheap,
+        6 * 12_345 + 3 * arguments as u64,
+        "the fuel difference is exactly the declared price difference"
+    );
+    assert_ne!(cheap_env, costly_env, "a price is part of the environment");
+    // And the first-party extension charges what it declares: the same as `Repriced` at its
+    // price (the functions the guest does not import cost nothing).
+    let dir = store_dir();
+    let host = host_with(dir.path(), test_config());
+    let outcome = host.validate(&code, &params(data.clone()));
+    assert_eq!(outcome.fuel_consumed, Some(cheap));
+
+    // A price the guest cannot pay: out of fuel inside the host call, deterministically.
+    let dir = store_dir();
+    let host = host_with(
+        dir.path(),
+        test_config().extension(Repriced(Price::new(u64::MAX / 2, 0))),
+    );
+    let outcome = host.validate(&code, &params(data));
+    match &outcome.verdict {
+        Verdict::Invalid(ValidationError::Execute(pvf_host::ExecuteError::ResourceLimit {
+            kind: LimitKind::Fuel,
+            ..
+        })) => {}
+        other => panic!("expected invalid (fuel), got {other:?}"),
+    }
+    assert_eq!(outcome.fuel_consumed, Some(host.config().get_fuel()));
+    // A batch with no signature makes no host call, and pays nothing.
+    let outcome = host.validate(&code, &params(batches::signed_batch(0, 1)));
+    assert!(matches!(outcome.verdict, Verdict::Valid(_)));
+}
+
+#[test]
+fn without_the_extension_a_guest_that_imports_it_fails_preparation_naming_it() {
+    let dir = store_dir();
+    let code = guest("sig_verify");
+    let data = batches::signed_batch(2, 9);
+    {
+        let host = host_with(dir.path(), test_config().crypto(false));
+        for result in [host.prepare(&code).map(|_| ()), host.precheck(&code).map(|_| ())] {
+            let err = result.expect_err("nothing provides pvf:crypto");
+            assert_eq!(err.class(), FailureClass::Deterministic);
+            let text = err.to_string();
+            assert!(text.contains("pvf:crypto/signatures@0.1.0"), "{text}");
+            assert!(text.contains("does not provide"), "{text}");
+        }
+        let outcome = host.validate(&code, &params(data.clone()));
+        assert!(matches!(outcome.verdict, Verdict::Invalid(_)));
+        assert_eq!(outcome.fuel_consumed, None);
+    }
+    // Not remembered as the code's failure: the same store, with the extension, runs it.
+    let host = host_with(dir.path(), test_config());
+    let outcome = host.validate(&code, &params(data));
+    crate::common::assert_valid(&outcome, &2u64.to_le_bytes(), CacheStatus::Miss);
+    // The guest that carries its own ed25519 needs no extension.
+    let dir = store_dir();
+    let host = host_with(dir.path(), test_config().without_extensions());
+    let outcome = host.validate(&guest("sig_verify_wasm"), &params(batches::signed_batch(1, 3)));
+    assert!(matches!(outcome.verdict, Verdict::Valid(_)), "{:?}", outcome.verdict);
+}
+
+#[test]
+fn the_cli_turns_crypto_off_with_an_option_and_says_what_is_missing() {
+    let dir = store_dir();
+    let code = pvf_test_guests::path("sig_verify");
+    let data = batches::signed_batch(3, 4);
+    let params = write_file(
+        dir.path(),
+        "params.json",
+        format!(
+            r#"{{"parent_head": "0x0000000000000000", "block_data": "0x{}", "relay_parent_number": 7}}"#,
+            hex::encode(&data)
+        ),
+    );
+    let store = dir.path().join("store");
+    let (code_on, on, _) =
+        run_json(pvf(&store).arg("validate").arg(&code).arg("--params").arg(&params));
+    assert_eq!(code_on, 0, "{on}");
+    assert_eq!(on["result"]["head_data"], "0x0300000000000000");
+    let (code_off, off, stderr) = run_json(
+        pvf(&store)
+            .arg("--no-crypto")
+            .arg("validate")
+            .arg(&code)
+            .arg("--params")
+            .arg(&params),
+    );
+    assert_eq!(code_off, 1, "{off}");
+    assert!(
+        off["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pvf:crypto/signatures@0.1.0"),
+        "{off}"
+    );
+    assert!(stderr.contains("pvf:crypto/signatures@0.1.0"), "{stderr}");
+    assert_ne!(on["environment"], off["environment"]);
+    let help = crate::common::run(pvf(&store).arg("--help"));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--no-crypto"));
+}
+
+#[test]
+fn an_extension_may_not_provide_another_package_s_interfaces() {
+    let dir = store_dir();
+    let store = cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority())
+        .unwrap();
+    let err = pvf_host::ValidationHost::new(store, test_config().extension(Impostor))
+        .expect_err("an extension may not provide WASI");
+    assert!(matches!(err, HostError::Extension(_)), "{err}");
+    assert!(err.to_string().contains("wasi:random/random@0.2.6"), "{err}");
+    let expected = ExtensionError::ForeignInterface {
+        extension: "acme:evil@1.0.0".into(),
+        interface: "wasi:random/random@0.2.6".into(),
+    };
+    assert_eq!(
+        test_config()
+            .extension(Impostor)
+            .get_extensions()
+            .check(),
+        Err(expected)
+    );
+}
+
+#[test]
+fn the_environment_id_is_stable_across_processes_and_follows_verdict_bearing_settings() {
+    let dir = store_dir();
+    let store = dir.path().join("store");
+    let adder = pvf_test_guests::path("adder");
+    let env_of = |args: &[&str]| {
+        let (code, value, _) = run_json(pvf(&store).args(args).arg("prepare").arg(&adder));
+        assert_eq!(code, 0, "{value}");
+        value["environment"].as_str().unwrap().to_string()
+    };
+    let base = env_of(&[]);
+    assert_eq!(base.len(), 64);
+    assert_eq!(env_of(&[]), base, "stable across processes");
+    assert_eq!(env_of(&["--timeout-ms", "100"]), base, "a timeout is not verdict-bearing");
+    assert_eq!(env_of(&["--isolation", "in-process"]), base);
+    assert_ne!(env_of(&["--fuel", "5000"]), base);
+    assert_ne!(env_of(&["--no-crypto"]), base);
+    // `pvf doctor` prints the same id with its parts.
+    let (_, doctor, _) = run_json(pvf(&store).arg("doctor"));
+    assert_eq!(doctor["environment"], base.as_str());
+    let parts = doctor["environment_parts"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for name in ["contract", "extension pvf:crypto@0.1.0", "fuel", "max_memory_bytes", "wasmtime"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert_eq!(doctor["extensions"], serde_json::json!(["pvf:crypto@0.1.0"]));
+    // The library agrees with the command line.
+    let host = host_with(&store, crate::common::config().pooling(false));
+    assert_eq!(host.environment().id().to_hex(), base);
+    let outcome = host.validate(&guest("adder"), &adder_params(1, 2));
+    assert_eq!(outcome.environment.to_hex(), base);
+}
+
+#[test]
+fn fuel_consumed_is_the_same_on_every_run_and_in_every_isolation_mode() {
+    let code = guest("undying");
+    let params = crate::common::undying_params(20);
+    let mut seen = Vec::new();
+    for isolation in [pvf_host::Isolation::Workers, pvf_host::Isolation::InProcess] {
+        for _ in 0..2 {
+            let dir = store_dir();
+            let host = host_with(dir.path(), test_config().isolation(isolation));
+            let outcome = host.validate(&code, &params);
+            assert!(matches!(outcome.verdict, Verdict::Valid(_)));
+            seen.push(outcome.fuel_consumed.expect("it ran"));
+        }
+    }
+    assert!(seen[0] > 0);
+    assert!(seen.iter().all(|f| *f == seen[0]), "{seen:?}");
+}
+
+#[test]
+fn a_composed_guest_gives_the_same_verdicts_as_its_uncomposed_equivalent() {
+    let dir = store_dir();
+    let host = host_with(dir.path(), test_config());
+    let (composed, plain) = (guest("composed_adder"), guest("adder"));
+    let cases = [
+        adder_params(1, 2),
+        adder_params(u64::MAX, 2),
+        ValidationParams::new(vec![1, 2, 3], 5u64.to_le_bytes().to_vec(), 1),
+        ValidationParams::new(7u64.to_le_bytes().to_vec(), vec![9], 1),
+    ];
+    for params in &cases {
+        let a = host.validate(&composed, params);
+        let b = host.validate(&plain, params);
+        assert_eq!(summary(&a.verdict), summary(&b.verdict), "{params:?}");
+    }
+    // Prepared, stored and loaded like any other.
+    let again = host_with(dir.path(), test_config());
+    let outcome = again.validate(&composed, &adder_params(40, 2));
+    crate::common::assert_valid(&outcome, &42u64.to_le_bytes(), CacheStatus::Hit);
+    // The validation function alone imports the library's interface, which no host provides.
+    let err = host
+        .prepare(&guest("composed_adder_main"))
+        .expect_err("an unsatisfied import");
+    assert_eq!(err.class(), FailureClass::Deterministic);
+    assert!(err.to_string().contains("pvf-guests:codec"), "{err}");
+}
+
+#[test]
+fn the_config_lists_the_crypto_extension_by_default() {
+    assert_eq!(Config::new().get_extensions().ids(), ["pvf:crypto@0.1.0"]);
+    assert!(Config::new().crypto(false).get_extensions().is_empty());
+    assert!(Config::new().without_extensions().get_extensions().is_empty());
+    assert_eq!(
+        pvf_host::ServiceConfig::new()
+            .get_host()
+            .get_extensions()
+            .ids(),
+        ["pvf:crypto@0.1.0"]
+    );
+}
