@@ -8,7 +8,10 @@
 //!   without it, says so in a `cargo:warning`, and sets `PVF_JS_GUEST=0` so that the crate does
 //!   not claim it (`JS_GUEST_BUILT`, `available()`). It is rebuilt only when its inputs
 //!   (`package.json`, `package-lock.json`, `build.mjs`, `src/`, `wit/`) are newer than the
-//!   output. `PVF_JS_GUEST_BUILD=off` skips it, `=require` turns a failure into a build error.
+//!   output. `PVF_JS_GUEST_BUILD=off` skips it, `=require` turns a failure into a build error;
+//! - the composed guests ([`COMPOSED`]): Rust guests whose imports are plugged with the exports
+//!   of other Rust guests (library components) by `wac-graph`, written beside the others. An
+//!   import that a plug exports must not remain, or the build fails.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,10 @@ const JS_GUEST_DIR: &str = "js-validate";
 const JS_GUEST_NAME: &str = "js_validate";
 /// `auto` (default), `off` or `require`: how to treat the JavaScript guest.
 const JS_GUEST_SWITCH: &str = "PVF_JS_GUEST_BUILD";
+/// The composed guests: the name of the composed component, the guest whose imports are
+/// plugged (the socket), and the library guests whose exports plug them. All are names of
+/// built components (`<name>.wasm`).
+const COMPOSED: &[(&str, &str, &[&str])] = &[("composed_adder", "adder_socket", &["codec_lib"])];
 
 fn main() {
     let manifest_dir = PathBuf::from(
@@ -75,8 +82,69 @@ fn main() {
     let dir = target_dir.join(TARGET).join("release");
     println!("cargo:rustc-env=PVF_GUEST_DIR={}", dir.display());
 
+    for &(name, socket, plugs) in COMPOSED {
+        if let Err(e) = compose(&dir, name, socket, plugs) {
+            panic!("composing the guest {name} from {socket} and {plugs:?} failed: {e:?}");
+        }
+    }
+
     let js_built = build_js_guest(&js_guest, &wit, &dir.join(format!("{JS_GUEST_NAME}.wasm")));
     println!("cargo:rustc-env=PVF_JS_GUEST={}", u8::from(js_built));
+}
+
+/// Writes `<dir>/<name>.wasm`: the component `<dir>/<socket>.wasm` with each of its imports that
+/// one of `plugs` exports satisfied by an instance of that plug, exporting what the socket
+/// exports. What is left to import (WASI, and the type-only instances such as
+/// `pvf:validation/types` that every Rust guest imports) is imported once by the composition.
+/// Fails when an import that a plug exports remains.
+fn compose(dir: &Path, name: &str, socket: &str, plugs: &[&str]) -> anyhow::Result<()> {
+    use wac_graph::{CompositionGraph, EncodeOptions, types::Package};
+
+    let started = Instant::now();
+    let mut graph = CompositionGraph::new();
+    let mut register = |guest: &str| -> anyhow::Result<wac_graph::PackageId> {
+        // Package names are only labels here (the components are defined, not imported).
+        let label = format!("pvf-guests:{}", guest.replace('_', "-"));
+        let path = dir.join(format!("{guest}.wasm"));
+        let package = Package::from_file(&label, None, &path, graph.types_mut())?;
+        Ok(graph.register_package(package)?)
+    };
+    let socket_id = register(socket)?;
+    let plug_ids = plugs
+        .iter()
+        .map(|plug| register(plug))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let plugged: Vec<String> = plug_ids
+        .iter()
+        .flat_map(|&plug| graph.types()[graph[plug].ty()].exports.keys().cloned())
+        .collect();
+    wac_graph::plug(&mut graph, plug_ids, socket_id)?;
+    let bytes = graph.encode(EncodeOptions::default())?;
+
+    // Nothing that a plug exports may be left to import.
+    let mut types = wac_graph::types::Types::default();
+    let composed = Package::from_bytes(name, None, bytes.clone(), &mut types)?;
+    let left: Vec<&String> = types[composed.ty()]
+        .imports
+        .keys()
+        .filter(|import| plugged.contains(import))
+        .collect();
+    anyhow::ensure!(left.is_empty(), "imports left after composition: {left:?}");
+
+    let output = dir.join(format!("{name}.wasm"));
+    if std::fs::read(&output).ok().as_deref() != Some(&bytes[..]) {
+        // Never a half-written component under the final name.
+        let partial = dir.join(format!("{name}.wasm.partial"));
+        std::fs::write(&partial, &bytes)?;
+        std::fs::rename(&partial, &output)?;
+    }
+    // Plain output, as for the JS guest (`cargo build -vv`, the build script's `output` file).
+    println!(
+        "composed guest {name}: {socket} + {plugs:?} in {:.2} s, {} bytes",
+        started.elapsed().as_secs_f64(),
+        bytes.len()
+    );
+    Ok(())
 }
 
 /// Tells cargo which inputs rebuild the guests: every entry of `guest-components/` except the

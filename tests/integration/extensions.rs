@@ -82,7 +82,10 @@ fn sig_verify_and_its_in_wasm_twin_agree_on_valid_invalid_and_malformed_batches(
     let (native, in_wasm) = (guest("sig_verify"), guest("sig_verify_wasm"));
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     for n in [0, 1, 5, 24] {
-        cases.push((format!("{n} good signatures"), batches::signed_batch(n, n as u64)));
+        cases.push((
+            format!("{n} good signatures"),
+            batches::signed_batch(n, n as u64),
+        ));
     }
     for bad in [0, 3, 9] {
         cases.push((
@@ -182,7 +185,10 @@ fn without_the_extension_a_guest_that_imports_it_fails_preparation_naming_it() {
     let data = batches::signed_batch(2, 9);
     {
         let host = host_with(dir.path(), test_config().crypto(false));
-        for result in [host.prepare(&code).map(|_| ()), host.precheck(&code).map(|_| ())] {
+        for result in [
+            host.prepare(&code).map(|_| ()),
+            host.precheck(&code).map(|_| ()),
+        ] {
             let err = result.expect_err("nothing provides pvf:crypto");
             assert_eq!(err.class(), FailureClass::Deterministic);
             let text = err.to_string();
@@ -200,8 +206,15 @@ fn without_the_extension_a_guest_that_imports_it_fails_preparation_naming_it() {
     // The guest that carries its own ed25519 needs no extension.
     let dir = store_dir();
     let host = host_with(dir.path(), test_config().without_extensions());
-    let outcome = host.validate(&guest("sig_verify_wasm"), &params(batches::signed_batch(1, 3)));
-    assert!(matches!(outcome.verdict, Verdict::Valid(_)), "{:?}", outcome.verdict);
+    let outcome = host.validate(
+        &guest("sig_verify_wasm"),
+        &params(batches::signed_batch(1, 3)),
+    );
+    assert!(
+        matches!(outcome.verdict, Verdict::Valid(_)),
+        "{:?}",
+        outcome.verdict
+    );
 }
 
 #[test]
@@ -218,8 +231,13 @@ fn the_cli_turns_crypto_off_with_an_option_and_says_what_is_missing() {
         ),
     );
     let store = dir.path().join("store");
-    let (code_on, on, _) =
-        run_json(pvf(&store).arg("validate").arg(&code).arg("--params").arg(&params));
+    let (code_on, on, _) = run_json(
+        pvf(&store)
+            .arg("validate")
+            .arg(&code)
+            .arg("--params")
+            .arg(&params),
+    );
     assert_eq!(code_on, 0, "{on}");
     assert_eq!(on["result"]["head_data"], "0x0300000000000000");
     let (code_off, off, stderr) = run_json(
@@ -247,21 +265,21 @@ fn the_cli_turns_crypto_off_with_an_option_and_says_what_is_missing() {
 #[test]
 fn an_extension_may_not_provide_another_package_s_interfaces() {
     let dir = store_dir();
-    let store = cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority())
-        .unwrap();
+    let store =
+        cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
     let err = pvf_host::ValidationHost::new(store, test_config().extension(Impostor))
         .expect_err("an extension may not provide WASI");
     assert!(matches!(err, HostError::Extension(_)), "{err}");
-    assert!(err.to_string().contains("wasi:random/random@0.2.6"), "{err}");
+    assert!(
+        err.to_string().contains("wasi:random/random@0.2.6"),
+        "{err}"
+    );
     let expected = ExtensionError::ForeignInterface {
         extension: "acme:evil@1.0.0".into(),
         interface: "wasi:random/random@0.2.6".into(),
     };
     assert_eq!(
-        test_config()
-            .extension(Impostor)
-            .get_extensions()
-            .check(),
+        test_config().extension(Impostor).get_extensions().check(),
         Err(expected)
     );
 }
@@ -279,7 +297,11 @@ fn the_environment_id_is_stable_across_processes_and_follows_verdict_bearing_set
     let base = env_of(&[]);
     assert_eq!(base.len(), 64);
     assert_eq!(env_of(&[]), base, "stable across processes");
-    assert_eq!(env_of(&["--timeout-ms", "100"]), base, "a timeout is not verdict-bearing");
+    assert_eq!(
+        env_of(&["--timeout-ms", "100"]),
+        base,
+        "a timeout is not verdict-bearing"
+    );
     assert_eq!(env_of(&["--isolation", "in-process"]), base);
     assert_ne!(env_of(&["--fuel", "5000"]), base);
     assert_ne!(env_of(&["--no-crypto"]), base);
@@ -288,10 +310,19 @@ fn the_environment_id_is_stable_across_processes_and_follows_verdict_bearing_set
     assert_eq!(doctor["environment"], base.as_str());
     let parts = doctor["environment_parts"].as_array().unwrap();
     let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for name in ["contract", "extension pvf:crypto@0.1.0", "fuel", "max_memory_bytes", "wasmtime"] {
+    for name in [
+        "contract",
+        "extension pvf:crypto@0.1.0",
+        "fuel",
+        "max_memory_bytes",
+        "wasmtime",
+    ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
-    assert_eq!(doctor["extensions"], serde_json::json!(["pvf:crypto@0.1.0"]));
+    assert_eq!(
+        doctor["extensions"],
+        serde_json::json!(["pvf:crypto@0.1.0"])
+    );
     // The library agrees with the command line.
     let host = host_with(&store, crate::common::config().pooling(false));
     assert_eq!(host.environment().id().to_hex(), base);
@@ -339,7 +370,7 @@ fn a_composed_guest_gives_the_same_verdicts_as_its_uncomposed_equivalent() {
     crate::common::assert_valid(&outcome, &42u64.to_le_bytes(), CacheStatus::Hit);
     // The validation function alone imports the library's interface, which no host provides.
     let err = host
-        .prepare(&guest("composed_adder_main"))
+        .prepare(&guest(pvf_test_guests::ADDER_SOCKET))
         .expect_err("an unsatisfied import");
     assert_eq!(err.class(), FailureClass::Deterministic);
     assert!(err.to_string().contains("pvf-guests:codec"), "{err}");
@@ -349,7 +380,12 @@ fn a_composed_guest_gives_the_same_verdicts_as_its_uncomposed_equivalent() {
 fn the_config_lists_the_crypto_extension_by_default() {
     assert_eq!(Config::new().get_extensions().ids(), ["pvf:crypto@0.1.0"]);
     assert!(Config::new().crypto(false).get_extensions().is_empty());
-    assert!(Config::new().without_extensions().get_extensions().is_empty());
+    assert!(
+        Config::new()
+            .without_extensions()
+            .get_extensions()
+            .is_empty()
+    );
     assert_eq!(
         pvf_host::ServiceConfig::new()
             .get_host()
@@ -357,4 +393,159 @@ fn the_config_lists_the_crypto_extension_by_default() {
             .ids(),
         ["pvf:crypto@0.1.0"]
     );
+}
+
+/// One call of the `crypto-probe` guest: the function's number and its arguments.
+fn probe_call(block: &mut Vec<u8>, function: u8, arguments: &[&[u8]]) {
+    block.push(function);
+    for a in arguments {
+        block.extend_from_slice(&(a.len() as u32).to_le_bytes());
+        block.extend_from_slice(a);
+    }
+}
+
+/// The (message, signature, public key) items of a sig-verify batch.
+fn batch_triples(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let n = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
+    let mut rest = &data[4..];
+    let mut items = Vec::new();
+    for _ in 0..n {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let message = rest[4..4 + len].to_vec();
+        let signature = rest[4 + len..4 + len + 64].to_vec();
+        let key = rest[4 + len + 64..4 + len + 96].to_vec();
+        rest = &rest[4 + len + 96..];
+        items.push((message, signature, key));
+    }
+    items
+}
+
+#[test]
+fn every_crypto_function_through_a_guest_gives_the_native_answer() {
+    let mut block = Vec::new();
+    let mut expected = Vec::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    for len in [0, 1, 31, 32, 64, 200, 5_000] {
+        let data = noise(len);
+        let hashes: [fn(&[u8]) -> Vec<u8>; 5] = [
+            |d| algorithms::blake2b_256(d).to_vec(),
+            |d| algorithms::keccak_256(d).to_vec(),
+            |d| algorithms::sha2_256(d).to_vec(),
+            |d| algorithms::blake3(d).to_vec(),
+            |d| algorithms::twox_128(d).to_vec(),
+        ];
+        for (function, hash) in hashes.iter().enumerate() {
+            probe_call(&mut block, function as u8, &[&data]);
+            expected.extend(hash(&data));
+        }
+    }
+    // ed25519: good signatures, a flipped bit, wrong lengths.
+    for (message, signature, key) in batch_triples(&batches::signed_batch(3, 11)) {
+        let mut flipped = signature.clone();
+        flipped[5] ^= 1;
+        for (s, m, k) in [
+            (&signature[..], &message[..], &key[..]),
+            (&flipped[..], &message[..], &key[..]),
+            (&signature[..63], &message[..], &key[..]),
+            (&signature[..], &message[..], &key[..31]),
+        ] {
+            probe_call(&mut block, 5, &[s, m, k]);
+            expected.push(u8::from(algorithms::ed25519_verify(s, m, k)));
+            // sr25519 on the same bytes: not sr25519 signatures, so `false` (never a trap).
+            probe_call(&mut block, 6, &[s, m, k]);
+            expected.push(u8::from(algorithms::sr25519_verify(s, m, k)));
+        }
+    }
+    // sr25519: Alice's signature under the "substrate" context (ink!'s sr25519 test), and a
+    // flipped message bit.
+    let alice =
+        hex::decode("d43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d").unwrap();
+    let alice_signature = hex::decode(
+        "0a7da2b631704cdcfe93c740e41217b9ac667a0c8755d8da1a8232db527f487c\
+         87e780d2edc1896aeb6b1bef0bc7c38d9df2135b633eab8bfb1777e82fad3a8f",
+    )
+    .unwrap();
+    let message = b"<Bytes>0x46fb7408d4f285228f4af516ea25851b</Bytes>".to_vec();
+    let mut flipped = message.clone();
+    flipped[3] ^= 1;
+    assert!(algorithms::sr25519_verify(
+        &alice_signature,
+        &message,
+        &alice
+    ));
+    for m in [&message, &flipped] {
+        probe_call(&mut block, 6, &[&alice_signature, m, &alice]);
+        expected.push(u8::from(algorithms::sr25519_verify(
+            &alice_signature,
+            m,
+            &alice,
+        )));
+    }
+    // secp256k1: EIP-155's example transaction (its sender is known), with v = 0 and 27; then
+    // garbage, a zero signature, wrong lengths: whatever native says.
+    let eip155 = |v: u8| {
+        let mut rsv = hex::decode(
+            "28ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276\
+             67cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83",
+        )
+        .unwrap();
+        rsv.push(v);
+        let hash = hex::decode("daf5a779ae972f972197303d7b574746c7ef83eadac0f2791ad23db92e4c8e53")
+            .unwrap();
+        (rsv, hash)
+    };
+    let (rsv, hash) = eip155(0);
+    let sender = algorithms::secp256k1_ecdsa_recover(&rsv, &hash).expect("recovers");
+    assert_eq!(
+        hex::encode(&algorithms::keccak_256(&sender)[12..]),
+        "9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f"
+    );
+    for (signature, hash) in [
+        eip155(0),
+        eip155(27),
+        (noise(65), noise(32)),
+        (vec![0; 65], noise(32)),
+        (noise(64), noise(32)),
+        (noise(65), noise(31)),
+    ] {
+        probe_call(&mut block, 7, &[&signature, &hash]);
+        match algorithms::secp256k1_ecdsa_recover(&signature, &hash) {
+            Some(key) => {
+                expected.push(1);
+                expected.extend(key);
+            }
+            None => expected.push(0),
+        }
+    }
+    let ed25519_valid = batch_triples(&batches::signed_batch(3, 11))
+        .iter()
+        .filter(|(m, s, k)| algorithms::ed25519_verify(s, m, k))
+        .count();
+    assert_eq!(
+        ed25519_valid, 3,
+        "the batch's signatures are valid natively"
+    );
+    let dir = store_dir();
+    let host = host_with(dir.path(), test_config());
+    let outcome = host.validate(&guest("crypto_probe"), &params(block.clone()));
+    match &outcome.verdict {
+        Verdict::Valid(r) => assert_eq!(hex::encode(&r.head_data), hex::encode(&expected)),
+        other => panic!("expected valid, got {other:?}"),
+    }
+    // A malformed request is the guest's `err`, not a trap of the host.
+    let outcome = host.validate(&guest("crypto_probe"), &params(vec![5, 1, 0, 0, 0]));
+    match &outcome.verdict {
+        Verdict::Invalid(e) => assert!(e.to_string().contains("malformed request"), "{e}"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
 }

@@ -6,12 +6,23 @@
 //! registry at build time; without them the build goes on without it (with a cargo warning),
 //! and [`JS_GUEST_BUILT`] is false. Use [`available`] for every guest that was built.
 //!
+//! Besides the guests with a folder of their own, [`COMPOSED_ADDER`] is two components composed
+//! by the build script (`wac-graph`): the validation function [`ADDER_SOCKET`]
+//! (`guest-components/adder-socket`, also built alone, not in [`ALL`]: its import is
+//! unsatisfied) and the library `guest-components/codec-lib`.
+//!
+//! [`batches`] makes the block data of `sig_verify` and `sig_verify_wasm` (batches of
+//! ed25519-signed messages) and tells their verdicts.
+//!
 //! [`bombs`] makes *compile bombs*: `adder` plus one extra core module whose compilation takes
 //! about 2 GB of memory ([`bombs::memory_bomb_component`]) or about 10 s of CPU time
 //! ([`bombs::cpu_bomb_component`]), with scaled versions for tests of preparation limits.
 
 use std::path::PathBuf;
 
+/// Block data for `sig_verify` and `sig_verify_wasm`: signed batches, bad and malformed ones,
+/// and the verdict both guests give.
+pub mod batches;
 /// Compile bombs for the tests and benchmarks of preparation limits (memory and CPU caps).
 pub mod bombs;
 
@@ -19,8 +30,18 @@ pub mod bombs;
 pub const GUEST_DIR: &str = env!("PVF_GUEST_DIR");
 
 /// The names of the bundled Rust guests, always built: their folder names in `guest-components/`
-/// with `-` written `_` (the names of the built `.wasm` files). It does not hold the JavaScript
-/// guest [`JS_GUEST`], which may be missing: see [`available`].
+/// with `-` written `_` (the names of the built `.wasm` files), and the composed guest
+/// [`COMPOSED_ADDER`]. Every one is a valid guest for a host that provides `pvf:crypto`
+/// (`sig_verify` imports `pvf:crypto/signatures`). It does not hold the JavaScript guest
+/// [`JS_GUEST`], which may be missing (see [`available`]), nor [`ADDER_SOCKET`], which no host
+/// can run alone.
+///
+/// - `sig_verify`, `sig_verify_wasm`: the block data is a batch of ed25519-signed messages
+///   ([`batches`]); the first checks each with the host's `ed25519-verify`, the second
+///   in the guest (ed25519-zebra); same verdicts, byte for byte.
+/// - `composed_adder`: the verdicts of `adder`, made of two components ([`COMPOSED_ADDER`]).
+/// - `crypto_probe`: calls every function of `pvf:crypto` with arguments from the block data and
+///   returns the answers as its head, for comparison with the native functions.
 pub const ALL: &[&str] = &[
     "adder",
     "undying",
@@ -35,7 +56,21 @@ pub const ALL: &[&str] = &[
     "stdout_flood",
     "bulky",
     "hostile",
+    "sig_verify",
+    "sig_verify_wasm",
+    "composed_adder",
+    "crypto_probe",
 ];
+
+/// The validation function of [`COMPOSED_ADDER`] alone (`guest-components/adder-socket`): its
+/// import `pvf-guests:codec/le@0.1.0` is unsatisfied, so a host must refuse it at preparation.
+/// Not in [`ALL`].
+pub const ADDER_SOCKET: &str = "adder_socket";
+
+/// The composed guest: [`ADDER_SOCKET`] with its codec import plugged by the library component
+/// `guest-components/codec-lib` (`wac-graph`, in the build script). It has the verdicts of
+/// `adder`, error texts included.
+pub const COMPOSED_ADDER: &str = "composed_adder";
 
 /// The JavaScript guest (`guest-components/js-validate`): the rules of `adder` in JavaScript,
 /// a component of about 12 MB (the SpiderMonkey engine, StarlingMonkey) made by componentize-js.
@@ -73,6 +108,9 @@ pub fn bytes(name: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod run_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -80,7 +118,7 @@ mod tests {
     fn every_available_guest_was_built() {
         let names = available();
         assert_eq!(names.len(), ALL.len() + usize::from(JS_GUEST_BUILT));
-        for name in names {
+        for name in names.into_iter().chain([ADDER_SOCKET]) {
             assert!(
                 path(name).is_file(),
                 "{name} missing at {}",
