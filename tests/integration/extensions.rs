@@ -395,6 +395,9 @@ fn the_config_lists_the_crypto_extension_by_default() {
     );
 }
 
+/// A hash function of `pvf:crypto/hashing`, natively.
+type HashFn = fn(&[u8]) -> Vec<u8>;
+
 /// One call of the `crypto-probe` guest: the function's number and its arguments.
 fn probe_call(block: &mut Vec<u8>, function: u8, arguments: &[&[u8]]) {
     block.push(function);
@@ -437,7 +440,7 @@ fn every_crypto_function_through_a_guest_gives_the_native_answer() {
     };
     for len in [0, 1, 31, 32, 64, 200, 5_000] {
         let data = noise(len);
-        let hashes: [fn(&[u8]) -> Vec<u8>; 5] = [
+        let hashes: [HashFn; 5] = [
             |d| algorithms::blake2b_256(d).to_vec(),
             |d| algorithms::keccak_256(d).to_vec(),
             |d| algorithms::sha2_256(d).to_vec(),
