@@ -388,6 +388,7 @@ mod tests {
 
     struct Test {
         id: &'static str,
+        digest: [u8; 32],
         functions: Vec<HostFunction>,
     }
 
@@ -396,7 +397,7 @@ mod tests {
             self.id
         }
         fn digest(&self) -> [u8; 32] {
-            [7; 32]
+            self.digest
         }
         fn functions(&self) -> Vec<HostFunction> {
             self.functions.clone()
@@ -409,7 +410,11 @@ mod tests {
 
     fn set(id: &'static str, functions: Vec<HostFunction>) -> ExtensionSet {
         let mut set = ExtensionSet::empty();
-        set.add(Arc::new(Test { id, functions }));
+        set.add(Arc::new(Test {
+            id,
+            digest: [7; 32],
+            functions,
+        }));
         set
     }
 
@@ -509,7 +514,14 @@ mod tests {
                 Price::new(1, 2),
             )],
         );
+        let mut redigested = ExtensionSet::empty();
+        redigested.add(Arc::new(Test {
+            id: "acme:codec@1.2.0",
+            digest: [8; 32],
+            functions: vec![function("acme:codec/hex@1.2.0", "encode", Price::new(1, 2))],
+        }));
         assert_eq!(a, same);
+        assert_ne!(a, redigested, "a new digest is a new identity");
         assert_ne!(a, repriced);
         assert_ne!(a, renamed);
         assert_ne!(a, ExtensionSet::empty());
@@ -520,6 +532,7 @@ mod tests {
         let mut s = set("acme:codec@1.2.0", vec![]);
         s.add(Arc::new(Test {
             id: "acme:codec@1.2.0",
+            digest: [7; 32],
             functions: vec![function("acme:codec/hex@1.2.0", "x", Price::new(0, 0))],
         }));
         assert_eq!(s.ids(), ["acme:codec@1.2.0"]);
