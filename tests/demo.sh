@@ -22,14 +22,16 @@ trap 'rm -rf "$PARAMS"' EXIT
 # adder: head = 5 + 7; undying: 10 000 hashing rounds; the others: any block.
 echo '{"parent_head": "0x0500000000000000", "block_data": "0x0700000000000000", "relay_parent_number": 7}' >"$PARAMS/adder.json"
 echo '{"parent_head": "0x01", "block_data": "0x10270000cafebabe", "relay_parent_number": 7}' >"$PARAMS/undying.json"
-for g in reject trap halt; do cp "$PARAMS/adder.json" "$PARAMS/$g.json"; done
+for g in reject trap halt composed_adder; do cp "$PARAMS/adder.json" "$PARAMS/$g.json"; done
+# 16 ed25519-signed messages, checked through the host's pvf:crypto extension.
+target/debug/examples/batch_params 16 1 >"$PARAMS/sig_verify.json" 2>/dev/null
 
 "$PVF" cache prune --max-bytes 0 >/dev/null # start from an empty store
 
 # Expected exit code and verdict of each guest. `halt` never returns: it runs out of fuel
 # (invalid) long before the generous wall-clock limit below, on any machine.
-declare -A EXIT=([adder]=0 [undying]=0 [reject]=1 [trap]=1 [halt]=1)
-declare -A VERDICT=([adder]=valid [undying]=valid [reject]=invalid [trap]=invalid [halt]=invalid)
+declare -A EXIT=([adder]=0 [undying]=0 [reject]=1 [trap]=1 [halt]=1 [sig_verify]=0 [composed_adder]=0)
+declare -A VERDICT=([adder]=valid [undying]=valid [reject]=invalid [trap]=invalid [halt]=invalid [sig_verify]=valid [composed_adder]=valid)
 failures=0
 
 validate() { # guest, label, expected cache status
@@ -43,9 +45,9 @@ validate() { # guest, label, expected cache status
 }
 
 echo "== round 1: nothing stored yet, every guest is prepared (cache: miss)"
-for g in adder undying reject trap halt; do validate "$g" "round 1" miss; done
+for g in adder undying reject trap halt sig_verify composed_adder; do validate "$g" "round 1" miss; done
 echo "== round 2: the stored artifacts are verified and used (cache: hit)"
-for g in adder undying reject trap halt; do validate "$g" "round 2" hit; done
+for g in adder undying reject trap halt sig_verify composed_adder; do validate "$g" "round 2" hit; done
 echo "== round 3: one byte of adder's artifact inverted: discarded, re-prepared, still valid (cache: repaired)"
 hash=$("$PVF" --json prepare "$GUESTS/adder.wasm" 2>/dev/null | sed -n 's/.*"code_hash":"\([0-9a-f]*\)".*/\1/p') || true
 artifact=$(ls artifacts/*/"${hash:-none}".artifact 2>/dev/null) || true

@@ -16,7 +16,14 @@ use crate::common::{
 };
 
 /// The first-party price of `ed25519-verify` (see `pvf_host::extensions::crypto`).
-const ED25519_PRICE: Price = Price::new(100_000, 8);
+fn ed25519_price() -> Price {
+    pvf_host::extensions::crypto::CryptoExtension
+        .functions()
+        .iter()
+        .find(|f| f.name() == "ed25519-verify")
+        .expect("pvf:crypto has ed25519-verify")
+        .price()
+}
 
 /// An embedder's own extension, as README's "Write your own extension" shows: here it
 /// re-prices `pvf:crypto/signatures` (same id, so it replaces the first-party extension) with
@@ -142,8 +149,9 @@ fn a_batch_costs_exactly_its_declared_price_and_running_out_in_a_host_call_is_in
         (outcome.fuel_consumed.expect("it ran"), outcome.environment)
     };
     // The guest's own instructions are the same under both prices: the difference is the price.
-    let (cheap, cheap_env) = fuel_under(ED25519_PRICE);
-    let dear = Price::new(ED25519_PRICE.base + 12_345, ED25519_PRICE.per_byte + 3);
+    let first_party = ed25519_price();
+    let (cheap, cheap_env) = fuel_under(first_party);
+    let dear = Price::new(first_party.base + 12_345, first_party.per_byte + 3);
     let (costly, costly_env) = fuel_under(dear);
     assert_eq!(
         costly - cheap,
