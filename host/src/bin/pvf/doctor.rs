@@ -83,6 +83,15 @@ pub fn run(out: &Output, config: &pvf_host::Config, store: &Path, required: bool
             Err(e) => format!("fingerprint  unknown: {e}"),
         },
     ];
+    let extensions = config.get_extensions().ids();
+    human.push(format!(
+        "extensions   {}",
+        if extensions.is_empty() {
+            "none (WASI only)".to_string()
+        } else {
+            extensions.join(", ")
+        }
+    ));
     match &environment {
         Ok(env) => {
             human.push(format!("environment  {}", env.id()));
