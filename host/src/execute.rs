@@ -19,6 +19,7 @@
 //! | the host's resource table is full ([`MAX_HOST_RESOURCES`]) | yes | `ResourceLimit(HostCall)` |
 //! | wasmtime's store handle limit ([`MAX_COMPONENT_HANDLES`]) | yes | `ResourceLimit(HostCall)` |
 //! | wasmtime's hostcall data budget exhausted (see [`hostcall_budget`]) | yes | `ResourceLimit(HostCall)` |
+//! | a malformed value crossing the component boundary from the guest: a result or an import's argument whose pointer is out of bounds or misaligned, a bad discriminant, invalid UTF-8, a bad `char`, a `realloc` returning garbage | yes | `Trap` / `Instantiation` |
 //! | the result over the contract's limits | yes | `ResourceLimit(Result)` |
 //! | the params over the contract's limits | yes (the candidate's) | `ResourceLimit(Params)` |
 //! | a memory growth the limits allow that the OS refused | no | `Internal` |
@@ -65,6 +66,27 @@ const WASMTIME_GUEST_LIMIT_MESSAGES: &[&str] = &[
     // The store's handle limit (`Store::set_max_component_handles`).
     "store handle limit exceeded",
     "too many active lends",
+];
+
+/// wasmtime's messages for a value the guest passed across the component boundary that does not
+/// decode (the canonical ABI's checks when lifting a result or an import's arguments, and of the
+/// guest's `realloc`): a deterministic failure of the guest, which a hand-written component can
+/// cause at will. (Before these were matched, such a component made every node abstain.)
+const WASMTIME_MALFORMED_VALUE_MESSAGES: &[&str] = &[
+    "pointer/length out of bounds of memory",
+    "fixed length list out of bounds of memory",
+    "pointer out of bounds",
+    "pointer not aligned",
+    "pointer is not aligned",
+    "realloc return: result not aligned",
+    "realloc return: beyond end of memory",
+    "invalid option discriminant",
+    "invalid expected discriminant",
+    "out of range [0..",
+    "byte length too large",
+    "invalid utf-8 sequence",
+    "incomplete utf-8 byte sequence",
+    "converted integer out of range for `char`",
 ];
 
 /// The per-call state of a store: the guest's WASI context and the limits it runs under.
@@ -488,6 +510,9 @@ fn classify(
         }
         None => match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
             Some(exit) => trap(format!("guest called exit({})", exit.0)),
+            None if malformed_value(&err) => trap(format!(
+                "the guest passed a malformed value to the host: {err:#}"
+            )),
             // Errors that are not traps come from the host side: not evidence against the guest,
             // except resource-count limits at instantiation, which are deterministic.
             None if format!("{err:#}").contains("resource limit exceeded") => {
@@ -499,6 +524,15 @@ fn classify(
             None => ExecuteError::Internal(format!("{err:#}")),
         },
     }
+}
+
+/// Whether `err` is the canonical ABI refusing a value the guest passed (see
+/// [`WASMTIME_MALFORMED_VALUE_MESSAGES`]).
+fn malformed_value(err: &wasmtime::Error) -> bool {
+    let message = format!("{err:#}");
+    WASMTIME_MALFORMED_VALUE_MESSAGES
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// Whether `err` is one of wasmtime's limits that only a guest's behaviour reaches (a full host

@@ -405,3 +405,140 @@ fn the_largest_legal_result_costs_bounded_host_memory() {
     assert!(peak > 0, "the peak was sampled");
     assert!(peak < 350 << 20, "peak resident memory {peak} bytes");
 }
+
+/// A hand-written component with the contract's exact `validate-block`, whose core function
+/// ignores its arguments and returns `ret` as the pointer to its result, over a memory whose
+/// first bytes are `data` (a WAT string) and which holds `extra` at offset 64.
+fn malformed_result_component(data: &str, extra: &str, ret: i64) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+  (core module $m
+    (memory (export "mem") 1)
+    (data (i32.const 0) "{data}")
+    (data (i32.const 64) "{extra}")
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024)
+    (func (export "validate") (param i32 i32 i32 i32 i32 i32 i32) (result i32) i32.const {ret}))
+  (core instance $i (instantiate $m))
+  (type $params' (record (field "parent-head" (list u8)) (field "block-data" (list u8))
+    (field "relay-parent-number" u32) (field "relay-parent-storage-root" (list u8))))
+  (type $msg' (record (field "recipient" u32) (field "data" (list u8))))
+  (export $msg "outbound-hrmp-message" (type $msg'))
+  (export $params "validation-params" (type $params'))
+  (type $res' (record (field "head-data" (list u8)) (field "new-validation-code" (option (list u8)))
+    (field "upward-messages" (list (list u8))) (field "horizontal-messages" (list $msg))
+    (field "processed-downward-messages" u32) (field "hrmp-watermark" u32)))
+  (export $res "validation-result" (type $res'))
+  (func $f (param "params" $params) (result (result $res (error string)))
+    (canon lift (core func $i "validate") (memory (core memory $i "mem"))
+      (realloc (core func $i "realloc"))))
+  (instance $v (export "validate-block" (func $f)))
+  (export "pvf:validation/validate@0.1.0" (instance $v)))"#
+    ))
+    .expect("valid WAT")
+}
+
+/// A result the canonical ABI cannot decode is the guest's doing, the same on every node:
+/// `invalid`, never `indeterminate` (which would let any author make every node abstain).
+#[test]
+fn a_malformed_result_is_invalid_not_indeterminate() {
+    let cases = [
+        // `err` whose string points past the end of memory.
+        (
+            "string out of bounds",
+            r"\01\00\00\00\00\00\ff\ff\0a\00\00\00",
+            "",
+            0,
+        ),
+        // `err` whose string is not UTF-8.
+        (
+            "invalid UTF-8",
+            r"\01\00\00\00\40\00\00\00\02\00\00\00",
+            r"\ff\fe",
+            0,
+        ),
+        // A `result` discriminant that is neither ok nor err.
+        ("bad discriminant", r"\07", "", 0),
+        // The return pointer misaligned, then past the end of memory.
+        ("misaligned return pointer", "", "", 1),
+        ("return pointer out of bounds", "", "", 0xffff_fff0),
+        // `ok` whose head data points past the end of memory.
+        (
+            "head out of bounds",
+            r"\00\00\00\00\f0\ff\ff\ff\64\00\00\00",
+            "",
+            0,
+        ),
+    ];
+    let dir = store_dir();
+    let host = host(dir.path());
+    for (what, data, extra, ret) in cases {
+        let code = malformed_result_component(data, extra, ret);
+        host.precheck(&code)
+            .unwrap_or_else(|e| panic!("{what}: precheck: {e}"));
+        let outcome = host.validate(&code, &adder_params(1, 2));
+        match &outcome.verdict {
+            Verdict::Invalid(ValidationError::Execute(ExecuteError::Trap(reason))) => {
+                assert!(reason.contains("malformed value"), "{what}: {reason}");
+            }
+            other => panic!("{what}: expected invalid (malformed value), got {other:?}"),
+        }
+    }
+}
+
+/// A hand-written component that calls `pvf:crypto/signatures.ed25519-verify` with a signature
+/// list pointing past the end of its memory, and otherwise returns `err("unreachable")`.
+fn malformed_import_argument_component() -> Vec<u8> {
+    wat::parse_str(
+        r#"(component
+  (type $verify (func (param "signature" (list u8)) (param "message" (list u8))
+    (param "public-key" (list u8)) (result bool)))
+  (import "pvf:crypto/signatures@0.1.0" (instance $crypto (export "ed25519-verify" (func (type $verify)))))
+  (core module $memory (memory (export "mem") 1))
+  (core instance $mem (instantiate $memory))
+  (core func $verify (canon lower (func $crypto "ed25519-verify") (memory (core memory $mem "mem"))))
+  (core module $m
+    (import "host" "mem" (memory 1))
+    (import "host" "verify" (func $verify (param i32 i32 i32 i32 i32 i32) (result i32)))
+    (data (i32.const 0) "\01\00\00\00\40\00\00\00\0b\00\00\00")
+    (data (i32.const 64) "unreachable")
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024)
+    (func (export "validate") (param i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (drop (call $verify (i32.const 0xfffff000) (i32.const 64) (i32.const 0) (i32.const 0)
+        (i32.const 0) (i32.const 32)))
+      i32.const 0))
+  (core instance $i (instantiate $m (with "host" (instance
+    (export "mem" (memory $mem "mem")) (export "verify" (func $verify))))))
+  (type $params' (record (field "parent-head" (list u8)) (field "block-data" (list u8))
+    (field "relay-parent-number" u32) (field "relay-parent-storage-root" (list u8))))
+  (type $msg' (record (field "recipient" u32) (field "data" (list u8))))
+  (export $msg "outbound-hrmp-message" (type $msg'))
+  (export $params "validation-params" (type $params'))
+  (type $res' (record (field "head-data" (list u8)) (field "new-validation-code" (option (list u8)))
+    (field "upward-messages" (list (list u8))) (field "horizontal-messages" (list $msg))
+    (field "processed-downward-messages" u32) (field "hrmp-watermark" u32)))
+  (export $res "validation-result" (type $res'))
+  (func $f (param "params" $params) (result (result $res (error string)))
+    (canon lift (core func $i "validate") (memory (core memory $mem "mem"))
+      (realloc (core func $i "realloc"))))
+  (instance $v (export "validate-block" (func $f)))
+  (export "pvf:validation/validate@0.1.0" (instance $v)))"#,
+    )
+    .expect("valid WAT")
+}
+
+/// The same for an extension's argument: a list the guest passes to `pvf:crypto` that points
+/// past the end of its memory is `invalid` (and is refused before the body runs).
+#[test]
+fn a_malformed_extension_argument_is_invalid_not_indeterminate() {
+    let dir = store_dir();
+    let host = host(dir.path());
+    let code = malformed_import_argument_component();
+    let outcome = host.validate(&code, &adder_params(1, 2));
+    match &outcome.verdict {
+        Verdict::Invalid(ValidationError::Execute(ExecuteError::Trap(reason))) => {
+            assert!(reason.contains("malformed value"), "{reason}");
+            assert!(reason.contains("out of bounds"), "{reason}");
+        }
+        other => panic!("expected invalid (malformed value), got {other:?}"),
+    }
+}
