@@ -13,7 +13,10 @@
 //! - the same output for the same input on every machine (no floating point that depends on the
 //!   CPU, no hash-map iteration order, no platform-dependent widths);
 //! - it never panics on any input: malformed input is an ordinary answer (`false`, `none`, an
-//!   empty list), decided by the function's own documented rules.
+//!   empty list), decided by the function's own documented rules;
+//! - its output is small, or bounded by its input with the price covering it: the arguments are
+//!   read in place from the guest's memory (no copy), but the output is built in host memory
+//!   and then written into the guest's.
 //!
 //! The API makes breaking these rules hard: a function body is a plain `fn` pointer (not a
 //! closure, so it captures nothing) over byte slices, one of a closed set of shapes
