@@ -20,7 +20,7 @@
 //! - [`keccak_256`]: Keccak-256 with the original Keccak padding (`0x01 … 0x80`), as Ethereum uses
 //!   it; not FIPS 202 SHA3-256 (padding `0x06`), whose digests differ. Substrate's `keccak_256`.
 //! - [`sha2_256`]: SHA-256 (FIPS 180-4). Substrate's `sha2_256`.
-//! - [`blake3`]: BLAKE3 in its default hashing mode, 32-byte output.
+//! - [`blake3()`]: BLAKE3 in its default hashing mode, 32-byte output.
 //! - [`twox_128`]: `XXH64(data, seed 0)` then `XXH64(data, seed 1)`, each as 8 little-endian
 //!   bytes. Substrate's `twox_128` (not a cryptographic hash; it is here for storage keys).
 //!
