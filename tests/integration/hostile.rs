@@ -406,6 +406,28 @@ fn the_largest_legal_result_costs_bounded_host_memory() {
     assert!(peak < 350 << 20, "peak resident memory {peak} bytes");
 }
 
+/// The WAT that gives a hand-written component the contract's exact `validate-block` export:
+/// the contract's types, and `validate` of core instance `$i` lifted over the memory `mem` of
+/// core instance `memory_instance` (with `$i`'s `realloc`).
+fn contract_export(memory_instance: &str) -> String {
+    format!(
+        r#"(type $params' (record (field "parent-head" (list u8)) (field "block-data" (list u8))
+    (field "relay-parent-number" u32) (field "relay-parent-storage-root" (list u8))))
+  (type $msg' (record (field "recipient" u32) (field "data" (list u8))))
+  (export $msg "outbound-hrmp-message" (type $msg'))
+  (export $params "validation-params" (type $params'))
+  (type $res' (record (field "head-data" (list u8)) (field "new-validation-code" (option (list u8)))
+    (field "upward-messages" (list (list u8))) (field "horizontal-messages" (list $msg))
+    (field "processed-downward-messages" u32) (field "hrmp-watermark" u32)))
+  (export $res "validation-result" (type $res'))
+  (func $f (param "params" $params) (result (result $res (error string)))
+    (canon lift (core func $i "validate") (memory (core memory {memory_instance} "mem"))
+      (realloc (core func $i "realloc"))))
+  (instance $v (export "validate-block" (func $f)))
+  (export "pvf:validation/validate@0.1.0" (instance $v))"#
+    )
+}
+
 /// A hand-written component with the contract's exact `validate-block`, whose core function
 /// ignores its arguments and returns `ret` as the pointer to its result, over a memory whose
 /// first bytes are `data` (a WAT string) and which holds `extra` at offset 64.
@@ -419,20 +441,8 @@ fn malformed_result_component(data: &str, extra: &str, ret: i64) -> Vec<u8> {
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024)
     (func (export "validate") (param i32 i32 i32 i32 i32 i32 i32) (result i32) i32.const {ret}))
   (core instance $i (instantiate $m))
-  (type $params' (record (field "parent-head" (list u8)) (field "block-data" (list u8))
-    (field "relay-parent-number" u32) (field "relay-parent-storage-root" (list u8))))
-  (type $msg' (record (field "recipient" u32) (field "data" (list u8))))
-  (export $msg "outbound-hrmp-message" (type $msg'))
-  (export $params "validation-params" (type $params'))
-  (type $res' (record (field "head-data" (list u8)) (field "new-validation-code" (option (list u8)))
-    (field "upward-messages" (list (list u8))) (field "horizontal-messages" (list $msg))
-    (field "processed-downward-messages" u32) (field "hrmp-watermark" u32)))
-  (export $res "validation-result" (type $res'))
-  (func $f (param "params" $params) (result (result $res (error string)))
-    (canon lift (core func $i "validate") (memory (core memory $i "mem"))
-      (realloc (core func $i "realloc"))))
-  (instance $v (export "validate-block" (func $f)))
-  (export "pvf:validation/validate@0.1.0" (instance $v)))"#
+  {contract})"#,
+        contract = contract_export("$i")
     ))
     .expect("valid WAT")
 }
@@ -488,7 +498,7 @@ fn a_malformed_result_is_invalid_not_indeterminate() {
 /// A hand-written component that calls `pvf:crypto/signatures.ed25519-verify` with a signature
 /// list pointing past the end of its memory, and otherwise returns `err("unreachable")`.
 fn malformed_import_argument_component() -> Vec<u8> {
-    wat::parse_str(
+    wat::parse_str(format!(
         r#"(component
   (type $verify (func (param "signature" (list u8)) (param "message" (list u8))
     (param "public-key" (list u8)) (result bool)))
@@ -508,21 +518,9 @@ fn malformed_import_argument_component() -> Vec<u8> {
       i32.const 0))
   (core instance $i (instantiate $m (with "host" (instance
     (export "mem" (memory $mem "mem")) (export "verify" (func $verify))))))
-  (type $params' (record (field "parent-head" (list u8)) (field "block-data" (list u8))
-    (field "relay-parent-number" u32) (field "relay-parent-storage-root" (list u8))))
-  (type $msg' (record (field "recipient" u32) (field "data" (list u8))))
-  (export $msg "outbound-hrmp-message" (type $msg'))
-  (export $params "validation-params" (type $params'))
-  (type $res' (record (field "head-data" (list u8)) (field "new-validation-code" (option (list u8)))
-    (field "upward-messages" (list (list u8))) (field "horizontal-messages" (list $msg))
-    (field "processed-downward-messages" u32) (field "hrmp-watermark" u32)))
-  (export $res "validation-result" (type $res'))
-  (func $f (param "params" $params) (result (result $res (error string)))
-    (canon lift (core func $i "validate") (memory (core memory $mem "mem"))
-      (realloc (core func $i "realloc"))))
-  (instance $v (export "validate-block" (func $f)))
-  (export "pvf:validation/validate@0.1.0" (instance $v)))"#,
-    )
+  {contract})"#,
+        contract = contract_export("$mem")
+    ))
     .expect("valid WAT")
 }
 
