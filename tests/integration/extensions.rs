@@ -135,7 +135,7 @@ fn a_batch_costs_exactly_its_declared_price_and_running_out_in_a_host_call_is_in
     let data = batches::signed_batch(6, 5);
     let items = batches::batch_items(&data).expect("a well-formed batch");
     assert_eq!(items.len(), 6);
-    let arguments: usize = items.iter().map(|&len| 64 + len + 32).sum();
+    let arguments: usize = items.iter().map(|&len| batches::call_bytes(len)).sum();
     let code = guest("sig_verify");
     let fuel_under = |price: Price| {
         let dir = store_dir();
@@ -415,22 +415,6 @@ fn probe_call(block: &mut Vec<u8>, function: u8, arguments: &[&[u8]]) {
     }
 }
 
-/// The (message, signature, public key) items of a sig-verify batch.
-fn batch_triples(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let n = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
-    let mut rest = &data[4..];
-    let mut items = Vec::new();
-    for _ in 0..n {
-        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        let message = rest[4..4 + len].to_vec();
-        let signature = rest[4 + len..4 + len + 64].to_vec();
-        let key = rest[4 + len + 64..4 + len + 96].to_vec();
-        rest = &rest[4 + len + 96..];
-        items.push((message, signature, key));
-    }
-    items
-}
-
 #[test]
 fn every_crypto_function_through_a_guest_gives_the_native_answer() {
     let mut block = Vec::new();
@@ -461,8 +445,8 @@ fn every_crypto_function_through_a_guest_gives_the_native_answer() {
         }
     }
     // ed25519: good signatures, a flipped bit, wrong lengths.
-    for (message, signature, key) in batch_triples(&batches::signed_batch(3, 11)) {
-        let mut flipped = signature.clone();
+    for (message, signature, key) in batches::signed_items(3, 11) {
+        let mut flipped = signature;
         flipped[5] ^= 1;
         for (s, m, k) in [
             (&signature[..], &message[..], &key[..]),
@@ -538,7 +522,7 @@ fn every_crypto_function_through_a_guest_gives_the_native_answer() {
             None => expected.push(0),
         }
     }
-    let ed25519_valid = batch_triples(&batches::signed_batch(3, 11))
+    let ed25519_valid = batches::signed_items(3, 11)
         .iter()
         .filter(|(m, s, k)| algorithms::ed25519_verify(s, m, k))
         .count();
