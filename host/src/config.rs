@@ -34,28 +34,46 @@ pub struct Config {
     pub(crate) require_confinement: bool,
     pub(crate) warm_worker: bool,
     pub(crate) extensions: ExtensionSet,
+    pub(crate) execution_workers: usize,
+    pub(crate) worker_spin: Duration,
+    pub(crate) worker_faults: bool,
 }
 
-/// Where the code of strangers is compiled.
+/// Where the code of strangers is compiled and executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isolation {
-    /// In this process, on the caller's thread: no limit on the compiler's memory or CPU time,
-    /// and a compiler crash takes the process down. For benchmarks and embedders who accept the
+    /// Compiled and executed in this process, on the caller's thread: no limit on the
+    /// compiler's memory or CPU time, a compiler or runtime crash takes the process down, and a
+    /// sandbox escape is an escape into the embedder. For benchmarks and embedders who accept the
     /// risk.
     InProcess,
-    /// In a fresh, confined child process per preparation (the default): CPU-time, wall-clock
-    /// and memory limits, and the compiler's crash or exhaustion is `indeterminate`, never the
-    /// embedder's death.
+    /// The default. Compiled in a fresh, confined child process per preparation (CPU-time,
+    /// wall-clock and memory limits; the compiler's crash or exhaustion is `indeterminate`, never
+    /// the embedder's death), and executed in long-lived confined execution workers
+    /// ([`Config::execution_workers`] of them), each keeping the components it ran in memory. A
+    /// worker that dies, hangs or misbehaves under a call is killed and replaced, and the call
+    /// is `indeterminate`.
     Workers,
+    /// Like [`Isolation::Workers`], and every execution runs in a fresh child forked from the
+    /// execution worker (which holds the constructed component), with its own user, mount, net,
+    /// ipc and uts namespaces: nothing one candidate leaves behind — even after an escape from
+    /// the wasm sandbox — reaches the next. Costs a fork per execution (see BENCHMARKS.md).
+    PerJob,
 }
 
 impl Isolation {
-    /// `"in-process"` or `"workers"`.
+    /// `"in-process"`, `"workers"` or `"per-job"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InProcess => "in-process",
             Self::Workers => "workers",
+            Self::PerJob => "per-job",
         }
+    }
+
+    /// Whether strangers' code is compiled in preparation workers (every mode but in-process).
+    pub fn compiles_in_workers(self) -> bool {
+        self != Self::InProcess
     }
 }
 
@@ -217,6 +235,13 @@ impl Config {
     ///   stops validating altogether. Nodes that want the guarantee set it to `true`.
     /// * `warm_worker`: `true` — one confined worker is kept started ahead of need, so a
     ///   preparation does not wait for a process to start.
+    /// * `execution_workers`: the number of CPUs this process may use (at least 1) — how many
+    ///   execution workers run at once ([`Isolation::Workers`] and [`Isolation::PerJob`]); a
+    ///   call beyond them waits for one. The validation service sets it to its execution slots.
+    /// * `worker_spin`: 50 µs — how long the host and an execution worker busy-wait for each
+    ///   other's message before sleeping on a futex. Spinning turns a ~40 µs wake-up into a
+    ///   sub-microsecond one for calls that answer within it; it costs at most this much CPU
+    ///   per message, and nothing while idle (see BENCHMARKS.md).
     /// * extensions: the first-party [`CryptoExtension`] (`pvf:crypto@0.1.0`) — hashes and
     ///   signature checks that validation functions need on every block; [`Config::crypto`]
     ///   turns it off, [`Config::extension`] adds others.
@@ -242,6 +267,11 @@ impl Config {
             require_confinement: false,
             warm_worker: true,
             extensions,
+            execution_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            worker_spin: Duration::from_micros(50),
+            worker_faults: false,
         }
     }
 
@@ -280,7 +310,34 @@ impl Config {
         self.fuel
     }
 
-    /// Sets where strangers' code is compiled (default [`Isolation::Workers`]).
+    /// Sets how many execution workers may run at once (default: the CPUs this process may use;
+    /// at least 1).
+    pub fn execution_workers(mut self, workers: usize) -> Self {
+        self.execution_workers = workers.max(1);
+        self
+    }
+
+    /// Sets how long the host and an execution worker spin for each other's message before
+    /// sleeping (default 50 µs; zero sleeps at once).
+    pub fn worker_spin(mut self, spin: Duration) -> Self {
+        self.worker_spin = spin;
+        self
+    }
+
+    /// Tests only: lets [`ValidationHost::inject_worker_fault`](crate::ValidationHost) make an
+    /// execution worker misbehave.
+    #[doc(hidden)]
+    pub fn worker_faults(mut self, allow: bool) -> Self {
+        self.worker_faults = allow;
+        self
+    }
+
+    /// The number of execution workers.
+    pub fn get_execution_workers(&self) -> usize {
+        self.execution_workers
+    }
+
+    /// Sets where strangers' code is compiled and executed (default [`Isolation::Workers`]).
     pub fn isolation(mut self, isolation: Isolation) -> Self {
         self.isolation = isolation;
         self

@@ -129,7 +129,7 @@ impl StoreError {
 }
 
 /// A deterministic resource limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LimitKind {
     /// Linear memory grew beyond the limit.
     Memory,
@@ -151,7 +151,7 @@ pub enum LimitKind {
 }
 
 /// Why running a prepared artifact failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ExecuteError {
     /// The stored artifact could not be turned into a runtime (`Component::deserialize`):
     /// a sign that the artifact is not what we prepared. Re-preparing repairs it.
@@ -185,6 +185,12 @@ pub enum ExecuteError {
     /// The host failed for a reason that has nothing to do with the guest.
     #[error("internal host error: {0}")]
     Internal(String),
+    /// The execution worker failed under the call: it died (a signal, an abort, an exit), did
+    /// not answer within the host's wall-clock backstop, or sent something unreadable. It was
+    /// killed and is replaced. A local fault: whatever the guest did, the worker's death is not
+    /// evidence every node shares.
+    #[error("execution worker: {0}")]
+    Worker(String),
 }
 
 impl ExecuteError {
@@ -284,7 +290,7 @@ impl ValidationError {
     /// | preparation failed for a reason of this host (an OS error while compiling) | indeterminate |
     /// | guest `err`, trap, instantiation trap, resource limit | deterministic |
     /// | construction or link failure (only reached on a *fresh* artifact) | deterministic |
-    /// | wall-clock timeout, internal error, store I/O | indeterminate |
+    /// | wall-clock timeout, internal error, execution worker died or hung, store I/O | indeterminate |
     /// | corrupt artifact (only reached if repair itself failed) | indeterminate |
     /// | service: overloaded, shutting down, code unknown, preparation timeout, worker lost | indeterminate |
     pub fn class(&self) -> FailureClass {
@@ -316,7 +322,9 @@ impl ValidationError {
                 | ExecuteError::GuestRejected(_)
                 | ExecuteError::Trap(_)
                 | ExecuteError::ResourceLimit { .. } => Deterministic,
-                ExecuteError::Timeout(_) | ExecuteError::Internal(_) => Indeterminate,
+                ExecuteError::Timeout(_) | ExecuteError::Internal(_) | ExecuteError::Worker(_) => {
+                    Indeterminate
+                }
             },
             Self::Store(StoreError::Io { .. } | StoreError::Corrupt { .. }) => Indeterminate,
             Self::Service(_) => Indeterminate,

@@ -286,8 +286,10 @@ pub(crate) fn construct_raw(
     // artifact whose blake3 checksum, salted with this environment's fingerprint (wasmtime's
     // compatibility hash, this executable, the CPU) and the code hash, passed in
     // `ArtifactStore::load`; or (b) a worker's `Compiled`: this build (handshake), an equal
-    // engine compatibility hash, bytes matching the digest of `serialize`'s output. wasmtime
-    // copies the bytes. (A compiler subverted by the code it compiled could send any bytes;
+    // engine compatibility hash, bytes matching the digest of `serialize`'s output; or (c) in
+    // an execution worker, the bytes of (a) or (b) sent by the host that verified them, checked
+    // against the blake3 digest the host sent with them (the host is this build: handshake).
+    // wasmtime copies the bytes. (A compiler subverted by the code it compiled could send any bytes;
     // the host trusts it as it would in process, until artifacts run in workers.)
     unsafe {
         Component::deserialize(engine, artifact.bytes())

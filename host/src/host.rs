@@ -1,5 +1,6 @@
 //! The validation host: the transaction that turns code and a candidate into a verdict.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cap_std::fs::Dir;
@@ -23,6 +24,7 @@ use crate::store::{
 };
 use crate::types::{ValidationParams, ValidationResult};
 use crate::worker::protocol::Purpose;
+use crate::worker::exec::{ExecPool, Executed, ExecutionWorkerInfo, Fault, WorkerFailure};
 use crate::worker::{Compiled, WorkerPool};
 
 /// Which path the artifact took: the `cache` field of the command line's JSON.
@@ -120,6 +122,9 @@ pub struct VerifyReport {
 #[derive(Clone)]
 pub(crate) struct Runnable {
     pub(crate) pre: ValidationFunctionPre<HostState>,
+    /// The verified artifact's bytes, kept when executions run in workers (a worker that does
+    /// not hold the component is sent them).
+    pub(crate) artifact: Option<Arc<[u8]>>,
     pub(crate) cache: CacheStatus,
     /// The compiler's heap peak when the code was compiled now in a worker.
     pub(crate) peak_memory: Option<u64>,
@@ -127,10 +132,11 @@ pub(crate) struct Runnable {
 
 impl Runnable {
     /// A stored artifact used as is, with its size.
-    fn hit(pre: ValidationFunctionPre<HostState>, size: usize) -> (Self, usize) {
+    fn hit(loaded: Loaded, size: usize) -> (Self, usize) {
         (
             Self {
-                pre,
+                pre: loaded.0,
+                artifact: loaded.1,
                 cache: CacheStatus::Hit,
                 peak_memory: None,
             },
@@ -138,6 +144,9 @@ impl Runnable {
         )
     }
 }
+
+/// A constructed, linked component and, when executions run in workers, its verified artifact.
+pub(crate) type Loaded = (ValidationFunctionPre<HostState>, Option<Arc<[u8]>>);
 
 /// Prepares, stores and executes validation functions.
 ///
@@ -149,8 +158,9 @@ pub struct ValidationHost {
     store: ArtifactStore,
     config: Config,
     in_flight: InFlight,
-    memory: MemoryCache,
+    memory: MemoryCache<Loaded>,
     workers: Option<WorkerPool>,
+    executors: Option<ExecPool>,
     environment: ExecutionEnvironment,
     _ticker: EpochTicker,
 }
@@ -211,7 +221,16 @@ impl ValidationHost {
         let memory_cache_bytes = config.memory_cache_bytes;
         let workers = match config.isolation {
             Isolation::InProcess => None,
-            Isolation::Workers => Some(WorkerPool::new(&engine, &config)?),
+            Isolation::Workers | Isolation::PerJob => Some(WorkerPool::new(&engine, &config)?),
+        };
+        let executors = match (&workers, config.isolation) {
+            (Some(workers), Isolation::Workers | Isolation::PerJob) => Some(ExecPool::new(
+                workers.executable().to_path_buf(),
+                &config,
+                *environment.id().as_bytes(),
+                config.isolation == Isolation::PerJob,
+            )?),
+            _ => None,
         };
         Ok(Self {
             engine,
@@ -221,6 +240,7 @@ impl ValidationHost {
             in_flight: InFlight::default(),
             memory: MemoryCache::new(memory_cache_bytes),
             workers,
+            executors,
             environment,
             _ticker: ticker,
         })
@@ -245,6 +265,38 @@ impl ValidationHost {
     /// The preparation worker's executable, when code is compiled in workers.
     pub fn worker_executable(&self) -> Option<&std::path::Path> {
         self.workers.as_ref().map(WorkerPool::executable)
+    }
+
+    /// The execution workers alive now (none in [`Isolation::InProcess`], and none before the
+    /// first execution: they start on demand).
+    pub fn execution_workers(&self) -> Vec<ExecutionWorkerInfo> {
+        self.executors
+            .as_ref()
+            .map(ExecPool::workers)
+            .unwrap_or_default()
+    }
+
+    /// How many execution workers were replaced, by cause, since the host opened.
+    pub fn execution_worker_restarts(&self) -> Vec<(WorkerFailure, u64)> {
+        self.executors
+            .as_ref()
+            .map(ExecPool::restarts)
+            .unwrap_or_default()
+    }
+
+    /// Calls made into execution workers since the host opened (0 in-process).
+    pub fn execution_worker_calls(&self) -> u64 {
+        self.executors.as_ref().map(ExecPool::calls).unwrap_or(0)
+    }
+
+    /// Tests only: the next execution's worker misbehaves as `fault` says (when
+    /// [`Config::worker_faults`] allowed it; otherwise the worker refuses, which is also a
+    /// protocol failure).
+    #[doc(hidden)]
+    pub fn inject_worker_fault(&self, fault: Fault) {
+        if let Some(executors) = &self.executors {
+            executors.inject(fault);
+        }
     }
 
     /// The execution environment: the id every [`Outcome`] carries, and its parts.
@@ -315,7 +367,11 @@ impl ValidationHost {
             None => {
                 let (runnable, size) =
                     self.runnable_from_store(code_hash, code, Purpose::Precheck, Some(compiled))?;
-                self.memory.insert(*code_hash, runnable.pre.clone(), size);
+                self.memory.insert(
+                    *code_hash,
+                    (runnable.pre.clone(), runnable.artifact.clone()),
+                    size,
+                );
                 runnable
             }
         };
@@ -370,7 +426,22 @@ impl ValidationHost {
         timeout: Duration,
     ) -> Outcome {
         let started = Instant::now();
-        let (result, fuel_consumed) = if timeout == self.config.execution_timeout {
+        let (result, fuel_consumed) = if let Some(executors) = &self.executors {
+            match &runnable.artifact {
+                Some(artifact) => {
+                    let (result, fuel) =
+                        executors.execute(code_hash, artifact, params, timeout, false);
+                    let result = result.and_then(|executed| match executed {
+                        Executed::Result(result) => Ok(result),
+                        Executed::Instantiated => Err(ExecuteError::Internal(
+                            "an instantiation where an execution was asked".into(),
+                        )),
+                    });
+                    (result, fuel)
+                }
+                None => (Err(no_artifact()), None),
+            }
+        } else if timeout == self.config.execution_timeout {
             execute(&self.engine, &runnable.pre, code_hash, params, &self.config)
         } else {
             let config = self.config.clone().execution_timeout(timeout);
@@ -418,14 +489,29 @@ impl ValidationHost {
         runnable: &Runnable,
         code_hash: &CodeHash,
     ) -> Result<(), ValidationError> {
+        if let Some(executors) = &self.executors {
+            let Some(artifact) = &runnable.artifact else {
+                return Err(no_artifact().into());
+            };
+            let (result, _) = executors.execute(
+                code_hash,
+                artifact,
+                &ValidationParams::default(),
+                self.config.execution_timeout,
+                true,
+            );
+            result?;
+            return Ok(());
+        }
         instantiate_only(&self.engine, &runnable.pre, code_hash, &self.config)?;
         Ok(())
     }
 
     /// The component of `code_hash` if it is in the in-memory cache: nothing read or hashed.
     pub(crate) fn cached(&self, code_hash: &CodeHash) -> Option<Runnable> {
-        self.memory.get(code_hash).map(|pre| Runnable {
+        self.memory.get(code_hash).map(|(pre, artifact)| Runnable {
             pre,
+            artifact,
             cache: CacheStatus::Hit,
             peak_memory: None,
         })
@@ -441,9 +527,9 @@ impl ValidationHost {
             return Ok(runnable);
         }
         match self.load_stored(code_hash, None) {
-            Ok(Some((pre, size))) => {
-                self.memory.insert(*code_hash, pre.clone(), size);
-                return Ok(Runnable::hit(pre, size).0);
+            Ok(Some((loaded, size))) => {
+                self.memory.insert(*code_hash, loaded.clone(), size);
+                return Ok(Runnable::hit(loaded, size).0);
             }
             Ok(None) => {}
             Err(fault) => {
@@ -476,8 +562,11 @@ impl ValidationHost {
         }
         let (runnable, artifact_size) =
             self.runnable_from_store(code_hash, code, Purpose::Prepare, None)?;
-        self.memory
-            .insert(*code_hash, runnable.pre.clone(), artifact_size);
+        self.memory.insert(
+            *code_hash,
+            (runnable.pre.clone(), runnable.artifact.clone()),
+            artifact_size,
+        );
         Ok(runnable)
     }
 
@@ -492,7 +581,7 @@ impl ValidationHost {
         compiled: Option<Compiled>,
     ) -> Result<(Runnable, usize), (CacheStatus, ValidationError)> {
         let mut fault = match self.load_stored(code_hash, None) {
-            Ok(Some((pre, size))) => return Ok(Runnable::hit(pre, size)),
+            Ok(Some((loaded, size))) => return Ok(Runnable::hit(loaded, size)),
             Ok(None) => None,
             Err(fault) => Some(fault),
         };
@@ -501,7 +590,7 @@ impl ValidationHost {
         if fault.is_none() {
             // Someone else may have prepared it while we waited.
             match self.load_stored(code_hash, Some(lock.as_ref())) {
-                Ok(Some((pre, size))) => return Ok(Runnable::hit(pre, size)),
+                Ok(Some((loaded, size))) => return Ok(Runnable::hit(loaded, size)),
                 Ok(None) => {}
                 Err(f) => fault = Some(f),
             }
@@ -526,9 +615,10 @@ impl ValidationHost {
             return Err((cache, e.into()));
         }
         match self.prepare_fresh(code_hash, code, purpose, compiled) {
-            Ok((pre, size, peak_memory)) => Ok((
+            Ok(((pre, artifact), size, peak_memory)) => Ok((
                 Runnable {
                     pre,
+                    artifact,
                     cache,
                     peak_memory,
                 },
@@ -592,7 +682,7 @@ impl ValidationHost {
         &self,
         code_hash: &CodeHash,
         held: Option<Option<&FileLock>>,
-    ) -> Result<Option<(ValidationFunctionPre<HostState>, usize)>, String> {
+    ) -> Result<Option<(Loaded, usize)>, String> {
         let loaded = match held {
             None => self.store.load(code_hash),
             Some(lock) => self.store.load_locked(code_hash, lock),
@@ -605,7 +695,7 @@ impl ValidationHost {
         let component = construct(&self.engine, &artifact).map_err(|e| e.to_string())?;
         let pre = link(&self.linker, &component)
             .map_err(|e| ExecuteError::Link(e.to_string()).to_string())?;
-        Ok(Some((pre, artifact.bytes().len())))
+        Ok(Some(((pre, self.keep(&artifact)), artifact.bytes().len())))
     }
 
     /// Compiles `code` — in a worker under the limits of `purpose`, or in this process — and
@@ -618,10 +708,10 @@ impl ValidationHost {
         code: &[u8],
         purpose: Purpose,
         compiled: Option<Compiled>,
-    ) -> Result<(ValidationFunctionPre<HostState>, usize, Option<u64>), PrepareError> {
+    ) -> Result<(Loaded, usize, Option<u64>), PrepareError> {
         let Some(workers) = &self.workers else {
             let (pre, size) = self.compile_here(code_hash, code)?;
-            return Ok((pre, size, None));
+            return Ok(((pre, None), size, None));
         };
         let started = Instant::now();
         let compiled = match compiled {
@@ -641,7 +731,14 @@ impl ValidationHost {
         if let Err(e) = self.store.store(code_hash, artifact.bytes()) {
             tracing::warn!(code_hash = %code_hash, error = %e, "could not store the artifact; continuing without it");
         }
-        Ok((pre, size, Some(peak)))
+        Ok(((pre, self.keep(&artifact)), size, Some(peak)))
+    }
+
+    /// The artifact's bytes to keep beside its component: only when executions run in workers.
+    fn keep(&self, artifact: &VerifiedArtifact) -> Option<Arc<[u8]>> {
+        self.executors
+            .as_ref()
+            .map(|_| Arc::from(artifact.bytes()))
     }
 
     /// Compiles `code` in this process ([`Isolation::InProcess`]) and stores the artifact.
@@ -688,4 +785,9 @@ impl ValidationHost {
         }
         Ok(report)
     }
+}
+
+/// A component without its artifact where executions run in workers: a bug of this host.
+fn no_artifact() -> ExecuteError {
+    ExecuteError::Internal("the artifact to send to the execution worker is missing".into())
 }

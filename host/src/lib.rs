@@ -75,3 +75,4 @@ pub use store::{
     MAX_FAILURE_REASON_BYTES, MAX_FAILURE_RECORD_BYTES, PrunePolicy, PruneReport, StoreOptions,
 };
 pub use types::{OutboundHrmpMessage, ValidationParams, ValidationResult};
+pub use worker::exec::{ExecutionWorkerInfo, Fault, WorkerFailure};

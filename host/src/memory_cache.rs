@@ -10,18 +10,19 @@ use crate::bindings::ValidationFunctionPre;
 use crate::execute::HostState;
 use crate::store::CodeHash;
 
-/// Constructed, linked components by code hash.
-pub(crate) struct MemoryCache {
-    inner: Mutex<Inner>,
+/// Constructed, linked components by code hash (`V`: the component, and whatever the owner keeps
+/// with it).
+pub(crate) struct MemoryCache<V = ValidationFunctionPre<HostState>> {
+    inner: Mutex<Inner<V>>,
     max_bytes: usize,
 }
 
-struct Inner {
-    entries: LruCache<CodeHash, (ValidationFunctionPre<HostState>, usize)>,
+struct Inner<V> {
+    entries: LruCache<CodeHash, (V, usize)>,
     bytes: usize,
 }
 
-impl MemoryCache {
+impl<V: Clone> MemoryCache<V> {
     /// A cache holding at most `max_bytes` of artifacts (0 disables it).
     pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
@@ -34,7 +35,7 @@ impl MemoryCache {
     }
 
     /// The component of `hash`, if cached (and marks it most recently used).
-    pub(crate) fn get(&self, hash: &CodeHash) -> Option<ValidationFunctionPre<HostState>> {
+    pub(crate) fn get(&self, hash: &CodeHash) -> Option<V> {
         if self.max_bytes == 0 {
             return None;
         }
@@ -44,12 +45,7 @@ impl MemoryCache {
 
     /// Caches `pre`, whose artifact is `size` bytes, evicting the least recently used beyond the
     /// budget. An artifact larger than the whole budget is not cached.
-    pub(crate) fn insert(
-        &self,
-        hash: CodeHash,
-        pre: ValidationFunctionPre<HostState>,
-        size: usize,
-    ) {
+    pub(crate) fn insert(&self, hash: CodeHash, pre: V, size: usize) {
         if size > self.max_bytes {
             return;
         }

@@ -8,11 +8,13 @@ use crate::limits::{
 };
 
 /// Everything a validation function is given about one candidate block.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ValidationParams {
     /// The parachain head the candidate builds on.
+    #[serde(with = "serde_bytes")]
     pub parent_head: Vec<u8>,
     /// The candidate's block data (proof of validity).
+    #[serde(with = "serde_bytes")]
     pub block_data: Vec<u8>,
     /// The relay-chain block number the candidate is anchored to.
     pub relay_parent_number: u32,
@@ -61,22 +63,26 @@ impl ValidationParams {
 }
 
 /// A message to another parachain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboundHrmpMessage {
     /// The receiving parachain.
     pub recipient: u32,
     /// The message payload.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
 /// What a valid candidate produces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValidationResult {
     /// The new parachain head.
+    #[serde(with = "serde_bytes")]
     pub head_data: Vec<u8>,
     /// Replacement validation code, if the candidate upgrades it.
+    #[serde(with = "serde_bytes")]
     pub new_validation_code: Option<Vec<u8>>,
     /// Messages to the relay chain.
+    #[serde(with = "upward")]
     pub upward_messages: Vec<Vec<u8>>,
     /// Messages to other parachains.
     pub horizontal_messages: Vec<OutboundHrmpMessage>,
@@ -239,5 +245,20 @@ mod tests {
         assert!(head.check_limits().unwrap_err().contains("parent head"));
         let block = ValidationParams::new(vec![], vec![0; MAX_BLOCK_DATA_BYTES + 1], 1);
         assert!(block.check_limits().unwrap_err().contains("block data"));
+    }
+}
+
+/// Upward messages as a sequence of byte strings (each one length and a copy).
+mod upward {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub(super) fn serialize<S: Serializer>(messages: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(messages.iter().map(|m| Bytes::new(m)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let messages = Vec::<ByteBuf>::deserialize(d)?;
+        Ok(messages.into_iter().map(ByteBuf::into_vec).collect())
     }
 }

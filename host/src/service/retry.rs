@@ -19,7 +19,8 @@ pub enum RetryClass {
     Timeout,
     /// The artifact store failed with an I/O error.
     Store,
-    /// An internal host error or a lost worker task.
+    /// An internal host error, a lost worker task, or an execution worker that died or hung
+    /// under the call.
     Worker,
     /// The execution queue was full.
     Overloaded,
@@ -39,7 +40,9 @@ impl RetryClass {
     pub fn of(error: &ValidationError) -> Option<RetryClass> {
         match error {
             ValidationError::Execute(ExecuteError::Timeout(_)) => Some(Self::Timeout),
-            ValidationError::Execute(ExecuteError::Internal(_)) => Some(Self::Worker),
+            ValidationError::Execute(ExecuteError::Internal(_) | ExecuteError::Worker(_)) => {
+                Some(Self::Worker)
+            }
             ValidationError::Store(_) => Some(Self::Store),
             ValidationError::Service(ServiceError::Overloaded { .. }) => Some(Self::Overloaded),
             ValidationError::Service(ServiceError::Worker(_)) => Some(Self::Worker),

@@ -101,6 +101,11 @@ impl CodeHash {
         &self.0
     }
 
+    /// The hash whose bytes are `bytes` (as [`Self::as_bytes`] gives them).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     fn file_name(&self) -> String {
         format!("{self}{ARTIFACT_SUFFIX}")
     }
@@ -140,7 +145,8 @@ impl FromStr for CodeHash {
 /// An artifact whose checksum was verified against this store's fingerprint and its code hash.
 /// Only [`ArtifactStore::load`] makes one.
 /// Or, from a preparation worker, an artifact whose digest matched and whose worker was the
-/// same build with a compatible engine ([`crate::worker::Compiled`]).
+/// same build with a compatible engine ([`crate::worker::Compiled`]). Or, in an execution
+/// worker, the bytes of one of those that the host sent ([`VerifiedArtifact::sent_by_host`]).
 pub(crate) struct VerifiedArtifact {
     file: Vec<u8>,
     start: usize,
@@ -156,6 +162,16 @@ impl VerifiedArtifact {
     pub(crate) fn compiled(compiled: crate::worker::Compiled) -> Self {
         Self {
             file: compiled.into_artifact(),
+            start: 0,
+        }
+    }
+
+    /// In an execution worker: artifact bytes the host sent, which it had verified (a
+    /// `VerifiedArtifact` of its own), and whose blake3 the worker checked against the digest
+    /// the host sent with them.
+    pub(crate) fn sent_by_host(bytes: Vec<u8>) -> Self {
+        Self {
+            file: bytes,
             start: 0,
         }
     }

@@ -12,8 +12,10 @@
 //! serves one job and exits, and the next job takes the spare while a new one starts.
 
 mod alloc;
+pub(crate) mod channel;
 mod child;
 pub mod confine;
+pub mod exec;
 pub(crate) mod protocol;
 
 use std::ffi::OsString;
@@ -62,6 +64,8 @@ pub fn entry(alloc: &'static CountingAllocator) -> Option<ExitCode> {
     let first = args.next()?;
     if first == WORKER_ARG {
         Some(child::run(alloc))
+    } else if first == exec::EXEC_WORKER_ARG {
+        Some(exec::child::run(alloc))
     } else if first == PROBE_ARG {
         let rest: Vec<OsString> = args.collect();
         Some(confine::probe_main(&rest))
@@ -548,7 +552,12 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 /// The start of what a dead worker wrote on standard error (never blocks: the pipe is read
 /// without waiting, after the worker was reaped).
 fn stderr_tail(worker: &mut Worker) -> String {
-    let Some(stderr) = worker.stderr.take() else {
+    stderr_tail_of(&mut worker.stderr)
+}
+
+/// [`stderr_tail`] of any worker's standard error (taken: it is read once).
+fn stderr_tail_of(stderr: &mut Option<ChildStderr>) -> String {
+    let Some(stderr) = stderr.take() else {
         return String::new();
     };
     let fd = std::os::fd::OwnedFd::from(stderr);

@@ -67,9 +67,13 @@ struct Cli {
 /// The `--isolation` values.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum IsolationArg {
-    /// A confined child process per preparation.
+    /// A confined child process per preparation; executions in long-lived confined execution
+    /// workers.
     Workers,
-    /// In the `pvf` process itself.
+    /// As `workers`, and every execution in a fresh child of its worker, with its own
+    /// namespaces.
+    PerJob,
+    /// Compiled and executed in the `pvf` process itself.
     InProcess,
 }
 
@@ -77,6 +81,7 @@ impl From<IsolationArg> for Isolation {
     fn from(arg: IsolationArg) -> Self {
         match arg {
             IsolationArg::Workers => Isolation::Workers,
+            IsolationArg::PerJob => Isolation::PerJob,
             IsolationArg::InProcess => Isolation::InProcess,
         }
     }
@@ -249,7 +254,7 @@ fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'sta
 /// otherwise they are reported.
 fn doctor_command(out: &Output, cli: &Cli) -> u8 {
     let isolation = Isolation::from(cli.isolation);
-    let required = cli.require_confinement && isolation == Isolation::Workers;
+    let required = cli.require_confinement && isolation.compiles_in_workers();
     doctor::run(out, &host_config(cli), &cli.cache_dir, required)
 }
 

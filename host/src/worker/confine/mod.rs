@@ -87,6 +87,23 @@ pub struct ConfinePolicy {
     layers: u8,
     max_open_files: u64,
     max_tasks: Option<u64>,
+    map_user: bool,
+    syscalls: Syscalls,
+    max_file_bytes: u64,
+}
+
+/// Which seccomp allowlist [`restrict_syscalls`] installs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Syscalls {
+    /// A compiling worker's: compute, allocate, threads, read and write what it has, exit.
+    #[default]
+    Compile,
+    /// An execution worker's: the compiling worker's, and `poll` (to notice the host's end).
+    Execute,
+    /// A per-job execution worker's: the execution worker's, and forking a child (`clone`
+    /// without `CLONE_THREAD`, with exactly glibc's fork flags), its pipe (`pipe2`), waiting
+    /// for it (`wait4`), and the child making its own namespaces (`unshare`).
+    ExecutePerJob,
 }
 
 /// The default `RLIMIT_NOFILE` of a worker: stdin, stdout and stderr, and five more for what the
@@ -107,6 +124,9 @@ impl ConfinePolicy {
             layers: Layer::ALL.iter().fold(0, |bits, l| bits | l.bit()),
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             max_tasks: None,
+            map_user: false,
+            syscalls: Syscalls::Compile,
+            max_file_bytes: 0,
         }
     }
 
@@ -138,6 +158,28 @@ impl ConfinePolicy {
     /// worker's user namespace, instead of the CPUs + [`EXTRA_TASKS`].
     pub fn max_tasks(mut self, n: u64) -> Self {
         self.max_tasks = Some(n);
+        self
+    }
+
+    /// The same policy with the worker's uid and gid mapped to themselves in its user namespace
+    /// (a per-job execution worker's children need it to make their own user namespaces).
+    pub fn map_user(mut self, map: bool) -> Self {
+        self.map_user = map;
+        self
+    }
+
+    /// The same policy with the seccomp allowlist `syscalls` (default [`Syscalls::Compile`]).
+    pub fn syscalls(mut self, syscalls: Syscalls) -> Self {
+        self.syscalls = syscalls;
+        self
+    }
+
+    /// The same policy with `RLIMIT_FSIZE` set to `bytes` instead of 0. An execution worker
+    /// writes one kind of file: wasmtime's copy-on-write images of a module's initial memory, in
+    /// anonymous memfds it makes (no path, nothing anyone else can open); an image is never
+    /// larger than the linear-memory limit, which is what the worker sets here.
+    pub fn max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
         self
     }
 
@@ -292,7 +334,7 @@ pub fn confine_process(policy: &ConfinePolicy) -> ConfineReport {
     // 2. namespaces (then every capability dropped), before the limits: unsharing needs no
     // descriptor and the user namespace decides whether NPROC means anything.
     let ns = if policy.applies(Layer::Namespaces) {
-        namespaces::unshare_all()
+        namespaces::unshare_all(policy.map_user)
     } else {
         namespaces::Unshared::not_requested()
     };
@@ -341,10 +383,22 @@ pub fn confine_process(policy: &ConfinePolicy) -> ConfineReport {
 /// without seccomp filters.
 pub fn restrict_syscalls(policy: &ConfinePolicy) -> LayerStatus {
     if policy.applies(Layer::Seccomp) {
-        seccomp::install_allowlist()
+        seccomp::install_allowlist(policy.syscalls)
     } else {
         LayerStatus::not_requested(seccomp::NAME)
     }
+}
+
+/// `fork()` from a single-threaded process: `Some(child)` in the parent, `None` in the child
+/// (a per-job execution worker forks each job's child with it).
+pub(crate) fn fork() -> rustix::io::Result<Option<rustix::process::Pid>> {
+    namespaces::fork()
+}
+
+/// In a per-job child: makes its own user, mount, net, ipc and uts namespaces and drops every
+/// capability; the reason when that fails.
+pub(crate) fn enter_job_namespaces() -> Result<(), String> {
+    namespaces::enter_job_namespaces()
 }
 
 /// `text` with line breaks and tabs replaced by spaces: reasons are one line.

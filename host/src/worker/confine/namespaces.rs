@@ -79,14 +79,35 @@ impl Unshared {
 
 /// Unshares the user namespace, then the others (all at once, or one by one when that fails so
 /// that each is reported), then drops every capability.
-pub(super) fn unshare_all() -> Unshared {
+///
+/// `map_user`: map the worker's own uid and gid (one each, to themselves) in its user namespace,
+/// so that its children can make user namespaces of their own (a per-job execution worker's
+/// children do; the kernel refuses a new user namespace to an unmapped uid). Nothing else
+/// changes: the kernel's uid of the process is the same either way, and capabilities are dropped.
+pub(super) fn unshare_all(map_user: bool) -> Unshared {
     let mut statuses = Vec::with_capacity(OTHERS.len() + 2);
+    let (uid, gid) = (rustix::process::geteuid(), rustix::process::getegid());
     let user = match unshare(UnshareFlags::NEWUSER) {
         Ok(()) => {
-            statuses.push(LayerStatus::active(
-                USER,
-                "unmapped: the worker is nobody inside and has no capability outside",
-            ));
+            statuses.push(if map_user {
+                match map_identity(uid.as_raw(), gid.as_raw()) {
+                    Ok(()) => LayerStatus::active(
+                        USER,
+                        "the worker's own uid and gid mapped to themselves, so that its \
+                         per-job children make user namespaces of their own; no capability \
+                         outside",
+                    ),
+                    Err(e) => LayerStatus::active(
+                        USER,
+                        format!("unmapped ({e}): per-job children cannot make their own"),
+                    ),
+                }
+            } else {
+                LayerStatus::active(
+                    USER,
+                    "unmapped: the worker is nobody inside and has no capability outside",
+                )
+            });
             true
         }
         Err(e) => {
@@ -125,6 +146,33 @@ pub(super) fn unshare_all() -> Unshared {
         pid,
         user,
         pid_unshared,
+    }
+}
+
+/// Maps `uid` and `gid` to themselves in the user namespace just made (`setgroups` denied first,
+/// as the kernel requires of an unprivileged gid map).
+fn map_identity(uid: u32, gid: u32) -> std::io::Result<()> {
+    let proc = cap_std::fs::Dir::open_ambient_dir("/proc/self", cap_std::ambient_authority())?;
+    proc.write("setgroups", "deny")?;
+    proc.write("uid_map", format!("{uid} {uid} 1"))?;
+    proc.write("gid_map", format!("{gid} {gid} 1"))?;
+    Ok(())
+}
+
+/// A per-job child's own namespaces: user (its parent's uid must be mapped, see
+/// [`unshare_all`]), mount, net, ipc and uts, made in one call; then every capability dropped.
+/// Call it in a single-threaded child. The child stays in its parent's pid namespace, where the
+/// only other process is that parent.
+pub(super) fn enter_job_namespaces() -> Result<(), String> {
+    let flags = OTHERS
+        .iter()
+        .fold(UnshareFlags::NEWUSER, |flags, (f, _, _)| flags | *f);
+    unshare(flags).map_err(|e| unshare_failure("NEWUSER|NEWNS|NEWNET|NEWIPC|NEWUTS", e))?;
+    let dropped = drop_capabilities();
+    if dropped.is_active() {
+        Ok(())
+    } else {
+        Err(dropped.detail)
     }
 }
 
@@ -223,10 +271,11 @@ pub(super) fn enter_pid_namespace(confine_parent: bool) -> Result<(), PidNamespa
 }
 
 /// `fork()`: `Some(child)` in the parent, `None` in the child.
-pub(super) fn fork() -> rustix::io::Result<Option<Pid>> {
+pub(crate) fn fork() -> rustix::io::Result<Option<Pid>> {
     #[allow(unsafe_code)]
-    // SAFETY: the caller is single-threaded (`confine_process`'s documented precondition, and the
-    // probe's `fork` action runs on the probe's only thread), so the child is a complete copy with
+    // SAFETY: the caller is single-threaded (`confine_process`'s documented precondition, the
+    // probe's `fork` action runs on the probe's only thread, and a per-job execution worker
+    // starts no thread: no epoch ticker, no pool), so the child is a complete copy with
     // no lock held by a thread that does not exist in it; glibc's `fork` runs its atfork handlers,
     // which leave its own locks (malloc) usable in the child.
     let pid = unsafe { libc::fork() };

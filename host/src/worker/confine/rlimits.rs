@@ -11,7 +11,8 @@
 //!   real uid 0 (the check exempts the root user itself, in any namespace): a worker started as
 //!   root reports it unavailable.
 //! - `CORE` = 0: a crashing worker leaves no core file with a stranger's code or the host's memory.
-//! - `FSIZE` = 0: no regular file can be written (writes to pipes are not affected; a worker whose
+//! - `FSIZE` = 0 (an execution worker: the largest linear memory, for wasmtime's memfd
+//!   memory images, see [`ConfinePolicy::max_file_bytes`]): no regular file can be written (writes to pipes are not affected; a worker whose
 //!   stdout or stderr is a regular file dies of `SIGXFSZ` on its first write to it).
 //!
 //! `AS` and `CPU` are per job and set by the worker itself.
@@ -58,7 +59,7 @@ pub(super) fn apply(
         )
     });
     statuses.push(lower(NAMES[2], Resource::Core, 0));
-    statuses.push(lower(NAMES[3], Resource::Fsize, 0));
+    statuses.push(lower(NAMES[3], Resource::Fsize, policy.max_file_bytes));
     statuses
 }
 

@@ -51,8 +51,8 @@ pub(super) enum SeccompError {
 }
 
 /// Installs the answers and the allowlist on every thread.
-pub(super) fn install_allowlist() -> LayerStatus {
-    match try_install_allowlist() {
+pub(super) fn install_allowlist(syscalls: super::Syscalls) -> LayerStatus {
+    match try_install_allowlist(syscalls) {
         Ok(count) => LayerStatus::active(
             NAME,
             format!(
@@ -70,10 +70,10 @@ pub(super) fn install_waiter(me: Pid) -> Result<(), SeccompError> {
     seccompiler::apply_filter_all_threads(&program).map_err(|e| SeccompError::Install("waiter", e))
 }
 
-fn try_install_allowlist() -> Result<usize, SeccompError> {
+fn try_install_allowlist(syscalls: super::Syscalls) -> Result<usize, SeccompError> {
     let me = rustix::process::getpid();
     let answers = x86_64::answers()?;
-    let (allowlist, count) = x86_64::allowlist(me)?;
+    let (allowlist, count) = x86_64::allowlist(me, syscalls)?;
     seccompiler::apply_filter_all_threads(&answers)
         .map_err(|e| SeccompError::Install("answers", e))?;
     seccompiler::apply_filter_all_threads(&allowlist)
@@ -227,16 +227,78 @@ mod x86_64 {
         )
     }
 
-    pub(super) fn allowlist(me: Pid) -> Result<(BpfProgram, usize), SeccompError> {
-        let program = compile(
-            "allowlist",
-            ALLOWED,
-            me,
+    /// An execution worker's additions: noticing the host's end on its stdin; wasmtime's
+    /// copy-on-write memory images (an anonymous memfd per loaded module's initial memory,
+    /// sealed: no file, no name anyone can open).
+    const EXECUTE: &[(i64, Args)] = &[
+        (SYS_poll, Args::Any),
+        (SYS_ppoll, Args::Any),
+        (SYS_memfd_create, Args::Any),
+        (SYS_fcntl, Args::SecondIs(F_ADD_SEALS as u64)),
+    ];
+
+    /// glibc's `fork()`: `clone(CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD, ...)`.
+    const FORK_FLAGS: u64 = (CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD) as u64;
+
+    /// A per-job execution worker's additions: fork a child (exactly glibc's fork flags), the
+    /// pipe its answer comes back on, waiting for it, and the child's own namespaces.
+    const PER_JOB: &[(i64, Args)] = &[
+        (SYS_clone, Args::FirstIs(FORK_FLAGS)),
+        (SYS_pipe2, Args::Any),
+        (SYS_wait4, Args::Any),
+        (SYS_unshare, Args::Any),
+        (SYS_capset, Args::Any),
+        (SYS_capget, Args::Any),
+    ];
+
+    /// The allowlist for `syscalls`: syscall, argument checks (one rule per check; a syscall
+    /// listed twice passes when any of its rules matches).
+    pub(super) fn list(syscalls: crate::worker::confine::Syscalls) -> Vec<(i64, Vec<Args>)> {
+        use crate::worker::confine::Syscalls;
+        let extra: &[&[(i64, Args)]] = match syscalls {
+            Syscalls::Compile => &[],
+            Syscalls::Execute => &[EXECUTE],
+            Syscalls::ExecutePerJob => &[EXECUTE, PER_JOB],
+        };
+        let mut list: Vec<(i64, Vec<Args>)> = Vec::new();
+        for (nr, args) in ALLOWED.iter().chain(extra.iter().flat_map(|e| e.iter())) {
+            match list.iter_mut().find(|(n, _)| n == nr) {
+                Some((_, rules)) => rules.push(*args),
+                None => list.push((*nr, vec![*args])),
+            }
+        }
+        list
+    }
+
+    pub(super) fn allowlist(
+        me: Pid,
+        syscalls: crate::worker::confine::Syscalls,
+    ) -> Result<(BpfProgram, usize), SeccompError> {
+        let list = list(syscalls);
+        let build = |e| SeccompError::Build("allowlist", e);
+        let mut rules = BTreeMap::new();
+        for (nr, args) in &list {
+            let mut all = Vec::new();
+            for args in args {
+                let rule = rule(*args, me).map_err(build)?;
+                if rule.is_empty() {
+                    // `Any`: no condition, every call matches.
+                    all.clear();
+                    break;
+                }
+                all.extend(rule);
+            }
+            rules.insert(*nr, all);
+        }
+        let filter = SeccompFilter::new(
+            rules,
             SeccompAction::KillProcess,
             SeccompAction::Allow,
             TargetArch::x86_64,
-        )?;
-        Ok((program, ALLOWED.len()))
+        )
+        .map_err(build)?;
+        let program: BpfProgram = filter.try_into().map_err(build)?;
+        Ok((program, list.len()))
     }
 
     pub(super) fn waiter(me: Pid) -> Result<BpfProgram, SeccompError> {
@@ -263,7 +325,10 @@ mod x86_64 {
         unsupported()
     }
 
-    pub(super) fn allowlist(_me: Pid) -> Result<(BpfProgram, usize), SeccompError> {
+    pub(super) fn allowlist(
+        _me: Pid,
+        _syscalls: crate::worker::confine::Syscalls,
+    ) -> Result<(BpfProgram, usize), SeccompError> {
         unsupported()
     }
 
@@ -280,14 +345,23 @@ mod tests {
     fn the_filters_compile() {
         let me = rustix::process::getpid();
         x86_64::answers().unwrap();
-        x86_64::allowlist(me).unwrap();
+        for syscalls in [
+            crate::worker::confine::Syscalls::Compile,
+            crate::worker::confine::Syscalls::Execute,
+            crate::worker::confine::Syscalls::ExecutePerJob,
+        ] {
+            x86_64::allowlist(me, syscalls).unwrap();
+        }
         x86_64::waiter(me).unwrap();
     }
 
     #[test]
     fn escapes_are_not_on_the_list() {
         use libc::*;
-        let listed = |nr| x86_64::ALLOWED.iter().any(|(n, _)| *n == nr);
+        let execute = x86_64::list(crate::worker::confine::Syscalls::Execute);
+        let listed = |nr| {
+            x86_64::ALLOWED.iter().any(|(n, _)| *n == nr) || execute.iter().any(|(n, _)| *n == nr)
+        };
         for nr in [
             SYS_open,
             SYS_socket,
@@ -305,7 +379,6 @@ mod tests {
             SYS_setns,
             SYS_kill,
             SYS_bpf,
-            SYS_memfd_create,
             SYS_ioctl,
             SYS_seccomp,
         ] {
