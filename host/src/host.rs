@@ -23,8 +23,8 @@ use crate::store::{
     ArtifactStore, CodeHash, FailureKind, FailureRecord, FileLock, StoreOptions, VerifiedArtifact,
 };
 use crate::types::{ValidationParams, ValidationResult};
-use crate::worker::protocol::Purpose;
 use crate::worker::exec::{ExecPool, Executed, ExecutionWorkerInfo, Fault, WorkerFailure};
+use crate::worker::protocol::Purpose;
 use crate::worker::{Compiled, WorkerPool};
 
 /// Which path the artifact took: the `cache` field of the command line's JSON.
@@ -207,6 +207,9 @@ impl ValidationHost {
             .extensions
             .check()
             .map_err(|e| HostError::Extension(e.to_string()))?;
+        if config.isolation != Isolation::InProcess {
+            workers_have_extensions(&config)?;
+        }
         let mut linker = Linker::new(&engine);
         crate::guest_wasi::add_to_linker(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
@@ -736,9 +739,7 @@ impl ValidationHost {
 
     /// The artifact's bytes to keep beside its component: only when executions run in workers.
     fn keep(&self, artifact: &VerifiedArtifact) -> Option<Arc<[u8]>> {
-        self.executors
-            .as_ref()
-            .map(|_| Arc::from(artifact.bytes()))
+        self.executors.as_ref().map(|_| Arc::from(artifact.bytes()))
     }
 
     /// Compiles `code` in this process ([`Isolation::InProcess`]) and stores the artifact.
@@ -790,4 +791,25 @@ impl ValidationHost {
 /// A component without its artifact where executions run in workers: a bug of this host.
 fn no_artifact() -> ExecuteError {
     ExecuteError::Internal("the artifact to send to the execution worker is missing".into())
+}
+
+/// Execution workers run the worker executable, which has the first-party crypto extension (as
+/// built, at its own prices) and nothing an embedder registers: such a host must execute in
+/// process. Said at open, not at the first execution.
+fn workers_have_extensions(config: &Config) -> Result<(), HostError> {
+    use crate::extensions::crypto::{CRYPTO_ID, CryptoExtension};
+    let first_party = CryptoExtension::new();
+    for extension in config.extensions.iter() {
+        let built_in = extension.id() == CRYPTO_ID
+            && extension.digest() == crate::extensions::Extension::digest(&first_party);
+        if !built_in {
+            return Err(HostError::Extension(format!(
+                "{} is not available in execution workers: they run the worker executable, which \
+                 has only the first-party {CRYPTO_ID} as built; open this host with \
+                 Isolation::InProcess to run an extension of your own",
+                extension.id()
+            )));
+        }
+    }
+    Ok(())
 }

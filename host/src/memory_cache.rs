@@ -15,6 +15,7 @@ use crate::store::CodeHash;
 pub(crate) struct MemoryCache<V = ValidationFunctionPre<HostState>> {
     inner: Mutex<Inner<V>>,
     max_bytes: usize,
+    keep_newest: bool,
 }
 
 struct Inner<V> {
@@ -31,12 +32,22 @@ impl<V: Clone> MemoryCache<V> {
                 bytes: 0,
             }),
             max_bytes,
+            keep_newest: false,
+        }
+    }
+
+    /// A cache like [`Self::new`] that always keeps the entry inserted last, whatever its size
+    /// and even with a budget of 0 (an execution worker runs the component it was just sent).
+    pub(crate) fn keeping_newest(max_bytes: usize) -> Self {
+        Self {
+            keep_newest: true,
+            ..Self::new(max_bytes)
         }
     }
 
     /// The component of `hash`, if cached (and marks it most recently used).
     pub(crate) fn get(&self, hash: &CodeHash) -> Option<V> {
-        if self.max_bytes == 0 {
+        if self.max_bytes == 0 && !self.keep_newest {
             return None;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -46,7 +57,7 @@ impl<V: Clone> MemoryCache<V> {
     /// Caches `pre`, whose artifact is `size` bytes, evicting the least recently used beyond the
     /// budget. An artifact larger than the whole budget is not cached.
     pub(crate) fn insert(&self, hash: CodeHash, pre: V, size: usize) {
-        if size > self.max_bytes {
+        if size > self.max_bytes && !self.keep_newest {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -54,7 +65,7 @@ impl<V: Clone> MemoryCache<V> {
             inner.bytes -= old;
         }
         inner.bytes += size;
-        while inner.bytes > self.max_bytes {
+        while inner.bytes > self.max_bytes && !(self.keep_newest && inner.entries.len() == 1) {
             match inner.entries.pop_lru() {
                 Some((_, (_, evicted))) => inner.bytes -= evicted,
                 None => break,

@@ -125,10 +125,13 @@ fn full_disk_costs_speed_not_correctness() {
     let dir = store_dir();
     let store = dir.path().join("store");
     let params = write_file(dir.path(), "params.json", ADDER_PARAMS);
-    // A file-size limit of 16 KiB makes every artifact write fail (EFBIG), as a full disk would;
-    // SIGXFSZ is ignored so the write returns an error instead of killing the process.
+    // A file-size limit of 192 KiB makes every artifact write fail (EFBIG), as a full disk would
+    // (adder's artifact is about 220 KiB); SIGXFSZ is ignored so the write returns an error
+    // instead of killing the process. The limit leaves room for the files that are not on a
+    // disk: the execution worker's shared-memory channel (a 132 KiB memfd) and wasmtime's memory
+    // images (memfds of a few KiB).
     let script = format!(
-        "trap '' XFSZ; ulimit -f 16; exec '{}' --json --cache-dir '{}' validate '{}' --params '{}'",
+        "trap '' XFSZ; ulimit -f 192; exec '{}' --json --cache-dir '{}' validate '{}' --params '{}'",
         env!("CARGO_BIN_EXE_pvf"),
         store.display(),
         pvf_test_guests::path("adder").display(),

@@ -9,13 +9,16 @@ use pvf_host::{
 };
 use tempfile::TempDir;
 
-/// The isolation the tests run under: `PVF_TEST_ISOLATION=in-process` runs every test that
-/// builds its host from [`config`] with in-process compilation; the default is workers.
+/// The isolation the tests run under: `PVF_TEST_ISOLATION=in-process` or `per-job` runs every
+/// test that builds its host from [`config`] (or runs `pvf` through [`pvf`]) in that mode; the
+/// default is workers. `tests/run-tests.sh` runs the integration tests in all three: the parity
+/// suite.
 pub fn isolation() -> Isolation {
     match std::env::var("PVF_TEST_ISOLATION").as_deref() {
         Ok("in-process") => Isolation::InProcess,
+        Ok("per-job") => Isolation::PerJob,
         Ok("workers") | Err(_) => Isolation::Workers,
-        Ok(other) => panic!("PVF_TEST_ISOLATION={other}: expected in-process or workers"),
+        Ok(other) => panic!("PVF_TEST_ISOLATION={other}: expected in-process, workers or per-job"),
     }
 }
 
@@ -101,7 +104,11 @@ pub fn files_in_store(dir: &Path, host: &ValidationHost) -> Vec<String> {
 /// The `pvf` binary with `--cache-dir dir`, stdin closed.
 pub fn pvf(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pvf"));
-    cmd.arg("--cache-dir").arg(dir).stdin(Stdio::null());
+    cmd.arg("--cache-dir")
+        .arg(dir)
+        .arg("--isolation")
+        .arg(isolation().as_str())
+        .stdin(Stdio::null());
     cmd
 }
 

@@ -6,8 +6,8 @@
 use pvf_host::extensions::crypto::algorithms;
 use pvf_host::extensions::{Body, Extension, ExtensionError, HostFunction, Price};
 use pvf_host::{
-    CacheStatus, Config, FailureClass, HostError, LimitKind, ValidationError, ValidationParams,
-    Verdict,
+    CacheStatus, Config, FailureClass, HostError, Isolation, LimitKind, ValidationError,
+    ValidationParams, Verdict,
 };
 use pvf_test_guests::batches;
 
@@ -139,7 +139,14 @@ fn a_batch_costs_exactly_its_declared_price_and_running_out_in_a_host_call_is_in
     let code = guest("sig_verify");
     let fuel_under = |price: Price| {
         let dir = store_dir();
-        let host = host_with(dir.path(), test_config().extension(Repriced(price)));
+        // An embedder's own extension runs in process (execution workers have only the
+        // first-party one, as built: `an_own_extension_needs_in_process_execution`).
+        let host = host_with(
+            dir.path(),
+            test_config()
+                .isolation(Isolation::InProcess)
+                .extension(Repriced(price)),
+        );
         let outcome = host.validate(&code, &params(data.clone()));
         assert!(
             matches!(outcome.verdict, Verdict::Valid(_)),
@@ -170,7 +177,9 @@ fn a_batch_costs_exactly_its_declared_price_and_running_out_in_a_host_call_is_in
     let dir = store_dir();
     let host = host_with(
         dir.path(),
-        test_config().extension(Repriced(Price::new(u64::MAX / 2, 0))),
+        test_config()
+            .isolation(Isolation::InProcess)
+            .extension(Repriced(Price::new(u64::MAX / 2, 0))),
     );
     let outcome = host.validate(&code, &params(data));
     match &outcome.verdict {
@@ -290,6 +299,33 @@ fn an_extension_may_not_provide_another_package_s_interfaces() {
         test_config().extension(Impostor).get_extensions().check(),
         Err(expected)
     );
+}
+
+/// Execution workers run the worker executable, which has the first-party extension as built
+/// and nothing else: a host with an extension of its own (or the first-party one re-priced) in a
+/// worker mode is refused at open, saying what to do, not at the first execution.
+#[test]
+fn an_own_extension_needs_in_process_execution() {
+    for isolation in [Isolation::Workers, Isolation::PerJob] {
+        let dir = store_dir();
+        let store =
+            cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let config = test_config()
+            .isolation(isolation)
+            .extension(Repriced(Price::new(1, 1)));
+        let err = pvf_host::ValidationHost::new(store, config).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("not available in execution workers")
+                && text.contains("Isolation::InProcess"),
+            "{text}"
+        );
+    }
+    // The first-party extension as built is fine in every mode.
+    for isolation in [Isolation::Workers, Isolation::PerJob, Isolation::InProcess] {
+        let dir = store_dir();
+        host_with(dir.path(), test_config().isolation(isolation));
+    }
 }
 
 #[test]

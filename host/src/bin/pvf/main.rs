@@ -48,9 +48,17 @@ struct Cli {
     /// Fuel budget of one execution (about one unit per wasm instruction; running out is invalid).
     #[arg(long, global = true, value_name = "N")]
     fuel: Option<u64>,
-    /// Where strangers' code is compiled: `workers` (a confined child process per preparation,
-    /// with CPU, wall-clock and memory limits) or `in-process` (no limits; for benchmarks).
-    #[arg(long, global = true, value_name = "MODE", default_value = "workers")]
+    /// Where strangers' code is compiled and run: `workers` (a confined child process per
+    /// preparation, with CPU, wall-clock and memory limits, and long-lived confined execution
+    /// workers), `per-job` (as `workers`, and every execution in a fresh child of its worker with
+    /// its own namespaces) or `in-process` (no limits; for benchmarks). Given twice, the last wins.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MODE",
+        default_value = "workers",
+        overrides_with = "isolation"
+    )]
     isolation: IsolationArg,
     /// Secure mode: refuse to prepare unless every confinement layer of the worker is active.
     #[arg(long, global = true)]

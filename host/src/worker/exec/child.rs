@@ -144,6 +144,15 @@ fn serve(
     .map_err(|e| format!("cannot answer the handshake: {e}"))?;
     drop(output);
 
+    // wasmtime-wasi runs its stream operations (the guest's stdout and stderr) on the ambient
+    // tokio runtime, or else builds a multi-threaded one of its own at the first use, which
+    // would need syscalls (epoll, eventfd) the allowlist refuses. A current-thread runtime
+    // without drivers makes no descriptor and no thread; entered for the worker's life (and
+    // in a per-job child, which inherits the entered context).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| format!("the runtime: {e}"))?;
+    let _entered = runtime.enter();
     // Workers mode: the epoch ticker enforces each execution's deadline. A per-job worker
     // starts no thread (it forks); each child starts its own.
     let _ticker = if hello.per_job {
@@ -165,7 +174,7 @@ fn serve(
             .saturating_add(HEAP_HEADROOM),
     );
     let worker = Worker {
-        cache: MemoryCache::new(config.memory_cache_bytes),
+        cache: MemoryCache::keeping_newest(config.memory_cache_bytes),
         engine,
         linker,
         config,
@@ -321,11 +330,11 @@ impl Worker {
     /// Per-job mode: runs `job` in a fresh child with its own namespaces; its response, or that
     /// it died.
     fn in_child(&self, job: impl FnOnce() -> Response) -> Response {
-        let (read_end, write_end) =
-            match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
-                Ok(pipe) => pipe,
-                Err(e) => return Response::ChildDied(format!("no pipe for the job's child: {e}")),
-            };
+        let (read_end, write_end) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        {
+            Ok(pipe) => pipe,
+            Err(e) => return Response::ChildDied(format!("no pipe for the job's child: {e}")),
+        };
         match confine::fork() {
             Err(e) => Response::ChildDied(format!("cannot fork the job's child: {e}")),
             Ok(None) => {
@@ -353,8 +362,10 @@ impl Worker {
                 drop(write_end);
                 let answer = read_bounded(read_end, self.max_response);
                 let status = loop {
-                    match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty())
-                    {
+                    match rustix::process::waitpid(
+                        Some(child),
+                        rustix::process::WaitOptions::empty(),
+                    ) {
                         Ok(Some((_, status))) => break Some(status),
                         Err(rustix::io::Errno::INTR) | Ok(None) => continue,
                         Err(_) => break None,
@@ -403,7 +414,9 @@ fn describe_child(status: Option<rustix::process::WaitStatus>) -> String {
             (Some(EXIT_NO_NAMESPACES), _) => {
                 "the job's child could not enter its namespaces".into()
             }
-            (Some(code), _) => format!("the job's child exited with code {code} before it answered"),
+            (Some(code), _) => {
+                format!("the job's child exited with code {code} before it answered")
+            }
             (None, Some(signal)) => format!(
                 "the job's child was killed by signal {signal}{}",
                 super::super::signal_name(signal)

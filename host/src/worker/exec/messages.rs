@@ -395,7 +395,10 @@ mod tests {
         write_frame(&mut pipe, &Request::Fault(Fault::Exit)).unwrap();
         pipe[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = read_frame::<Request>(&mut pipe.as_slice(), 100).unwrap_err();
-        assert!(matches!(err, MessageError::TooLarge { limit: 100, .. }), "{err}");
+        assert!(
+            matches!(err, MessageError::TooLarge { limit: 100, .. }),
+            "{err}"
+        );
         let truncated = [10u8, 0, 0, 0, 1];
         let err = read_frame::<Request>(&mut truncated.as_slice(), 100).unwrap_err();
         assert!(matches!(err, MessageError::Io(_)), "{err}");

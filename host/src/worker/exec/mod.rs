@@ -31,8 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use messages::{ExecHello, ExecReady, ExecSettings, MAGIC, MAX_HANDSHAKE_BYTES, Request, Response, VERSION};
 pub use messages::Fault;
+use messages::{
+    ExecHello, ExecReady, ExecSettings, MAGIC, MAX_HANDSHAKE_BYTES, Request, Response, VERSION,
+};
 
 use super::channel::{Channel, WaitPolicy};
 use super::{describe, kill_group, stderr_tail_of, unavailable_layers};
@@ -243,7 +245,15 @@ impl ExecPool {
             Err(e) => return (Err(e), None),
         };
         let fault = self.lock().fault.take();
-        let outcome = self.call(&mut worker, code_hash, artifact, params, timeout, instantiate_only, fault);
+        let outcome = self.call(
+            &mut worker,
+            code_hash,
+            artifact,
+            params,
+            timeout,
+            instantiate_only,
+            fault,
+        );
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Ok(outcome) => {
@@ -279,7 +289,9 @@ impl ExecPool {
             .saturating_mul(2)
             .max(timeout.saturating_add(MIN_BACKSTOP_MARGIN));
         if let Some(fault) = fault {
-            let response = self.launcher.round_trip(worker, &Request::Fault(fault), backstop)?;
+            let response = self
+                .launcher
+                .round_trip(worker, &Request::Fault(fault), backstop)?;
             return Err(CallFailure {
                 cause: WorkerFailure::Protocol,
                 message: format!("an answer out of place: {response:?}"),
@@ -303,7 +315,10 @@ impl ExecPool {
                 Response::Instantiated(result) if instantiate_only => {
                     (result.map(|()| Executed::Instantiated), None)
                 }
-                Response::ChildDied(why) => (Err(ExecuteError::Worker(format!("per-job child: {why}"))), None),
+                Response::ChildDied(why) => (
+                    Err(ExecuteError::Worker(format!("per-job child: {why}"))),
+                    None,
+                ),
                 Response::NotLoaded if !loaded => {
                     loaded = true;
                     let load = Request::Load {
@@ -345,17 +360,24 @@ impl ExecPool {
     /// An idle worker (replacing one found dead), a new one in a free slot, or — all busy — the
     /// first one freed. Waiting is bounded: every busy call ends within its backstop.
     fn acquire(&self, timeout: Duration) -> Result<ExecWorker, ExecuteError> {
-        let deadline = Instant::now() + timeout.saturating_mul(4).max(Duration::from_secs(10)) + HANDSHAKE_DEADLINE;
+        let deadline = Instant::now()
+            + timeout.saturating_mul(4).max(Duration::from_secs(10))
+            + HANDSHAKE_DEADLINE;
         let mut state = self.lock();
         loop {
             if let Some(mut worker) = state.idle.pop() {
                 if matches!(worker.child.try_wait(), Ok(None)) {
-                    state.busy.push((worker.slot, worker.child.id(), worker.calls));
+                    state
+                        .busy
+                        .push((worker.slot, worker.child.id(), worker.calls));
                     return Ok(worker);
                 }
                 // Dead between calls: replace it before the call.
                 self.count(WorkerFailure::DiedIdle);
-                tracing::warn!(slot = worker.slot, "an idle execution worker died; replacing it");
+                tracing::warn!(
+                    slot = worker.slot,
+                    "an idle execution worker died; replacing it"
+                );
                 let slot = worker.slot;
                 drop(worker);
                 state.free_slots.push(slot);
@@ -414,7 +436,10 @@ impl ExecPool {
     }
 
     fn count(&self, cause: WorkerFailure) {
-        let index = WorkerFailure::ALL.iter().position(|c| *c == cause).unwrap_or(0);
+        let index = WorkerFailure::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .unwrap_or(0);
         self.stats.restarts[index].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -439,7 +464,13 @@ impl ExecPool {
             .idle
             .iter()
             .map(|w| (w.slot, w.child.id(), w.calls, false))
-            .chain(state.busy.iter().filter(|b| b.1 != 0).map(|b| (b.0, b.1, b.2, true)))
+            .chain(
+                state
+                    .busy
+                    .iter()
+                    .filter(|b| b.1 != 0)
+                    .map(|b| (b.0, b.1, b.2, true)),
+            )
             .map(|(slot, pid, calls, busy)| ExecutionWorkerInfo {
                 slot,
                 pid,
@@ -468,7 +499,12 @@ impl ExecPool {
         let page = rustix::param::page_size() as u64;
         let rss_of = |pid: &str| -> Option<u64> {
             let statm = proc.read_to_string(format!("{pid}/statm")).ok()?;
-            statm.split_whitespace().nth(1)?.parse::<u64>().ok().map(|p| p * page)
+            statm
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+                .map(|p| p * page)
         };
         let mut total = rss_of(&pid.to_string())?;
         if let Ok(children) = proc.read_to_string(format!("{pid}/task/{pid}/children")) {
@@ -554,7 +590,9 @@ impl ExecLauncher {
         let watchdog = super::Watchdog::start(worker.child.id(), HANDSHAKE_DEADLINE)
             .map_err(|e| e.to_string())?;
         let ready = messages::write_frame(worker.stdin.as_mut().expect("just set"), &self.hello)
-            .and_then(|()| messages::read_frame::<ExecReady>(&mut worker._stdout, MAX_HANDSHAKE_BYTES));
+            .and_then(|()| {
+                messages::read_frame::<ExecReady>(&mut worker._stdout, MAX_HANDSHAKE_BYTES)
+            });
         let fired = watchdog.disarm();
         let ready = match ready {
             Ok(ready) => ready,
@@ -655,13 +693,25 @@ impl ExecLauncher {
             Ok(bytes) => bytes,
             Err(e) => return Err(self.failure(worker, e.to_string(), deadline, backstop)),
         };
-        messages::decode::<Response>(&bytes)
-            .map_err(|e| self.failure(worker, format!("an unreadable answer: {e}"), deadline, backstop))
+        messages::decode::<Response>(&bytes).map_err(|e| {
+            self.failure(
+                worker,
+                format!("an unreadable answer: {e}"),
+                deadline,
+                backstop,
+            )
+        })
     }
 
     /// Classifies what went wrong with `worker`: killed by the backstop, dead, or a protocol
     /// failure; kills it in every case (dropping it then reaps it).
-    fn failure(&self, worker: &mut ExecWorker, what: String, deadline: Instant, backstop: Duration) -> CallFailure {
+    fn failure(
+        &self,
+        worker: &mut ExecWorker,
+        what: String,
+        deadline: Instant,
+        backstop: Duration,
+    ) -> CallFailure {
         let dead = exited(worker.child.id());
         let (cause, why) = if dead {
             (WorkerFailure::Died, "died".to_owned())
