@@ -302,6 +302,19 @@ impl ValidationHost {
         }
     }
 
+    /// Tests only: an execution worker (with [`Config::worker_faults`]) tries the forbidden thing
+    /// `action` names — a `pvf __pvf-confine-probe` action: `open-outside`, `socket`,
+    /// `connect PORT`, `execve`, `fork`, `ptrace` — inside itself, or inside a per-job child in
+    /// [`Isolation::PerJob`], and says what happened (`denied errno=…`, `allowed`); a worker
+    /// killed by it gives the error saying how (e.g. `SIGSYS`).
+    #[doc(hidden)]
+    pub fn probe_execution_worker(&self, action: &str) -> Result<String, ExecuteError> {
+        match &self.executors {
+            Some(executors) => executors.probe(action),
+            None => Err(ExecuteError::Internal("no execution workers".into())),
+        }
+    }
+
     /// The execution environment: the id every [`Outcome`] carries, and its parts.
     pub fn environment(&self) -> &ExecutionEnvironment {
         &self.environment

@@ -16,6 +16,7 @@ pub(crate) struct MemoryCache<V = ValidationFunctionPre<HostState>> {
     inner: Mutex<Inner<V>>,
     max_bytes: usize,
     keep_newest: bool,
+    max_entries: usize,
 }
 
 struct Inner<V> {
@@ -33,14 +34,17 @@ impl<V: Clone> MemoryCache<V> {
             }),
             max_bytes,
             keep_newest: false,
+            max_entries: usize::MAX,
         }
     }
 
     /// A cache like [`Self::new`] that always keeps the entry inserted last, whatever its size
     /// and even with a budget of 0 (an execution worker runs the component it was just sent).
-    pub(crate) fn keeping_newest(max_bytes: usize) -> Self {
+    /// At most `max_entries` entries are kept.
+    pub(crate) fn keeping_newest(max_bytes: usize, max_entries: usize) -> Self {
         Self {
             keep_newest: true,
+            max_entries: max_entries.max(1),
             ..Self::new(max_bytes)
         }
     }
@@ -65,7 +69,9 @@ impl<V: Clone> MemoryCache<V> {
             inner.bytes -= old;
         }
         inner.bytes += size;
-        while inner.bytes > self.max_bytes && !(self.keep_newest && inner.entries.len() == 1) {
+        while (inner.bytes > self.max_bytes || inner.entries.len() > self.max_entries)
+            && !(self.keep_newest && inner.entries.len() == 1)
+        {
             match inner.entries.pop_lru() {
                 Some((_, (_, evicted))) => inner.bytes -= evicted,
                 None => break,

@@ -406,7 +406,7 @@ fn doctor_reports_every_layer_as_json() {
     let dir = store_dir();
     let mut cmd = pvf(&dir.path().join("store"));
     let (code, value, stderr) = run_json(cmd.arg("--require-confinement").arg("doctor"));
-    assert_eq!(value["isolation"], "workers");
+    assert_eq!(value["isolation"], isolation().as_str());
     assert_eq!(value["probe_error"], serde_json::Value::Null, "{stderr}");
     let fingerprint = value["fingerprint"].as_str().expect("a fingerprint");
     assert_eq!(fingerprint.len(), 64);
@@ -429,7 +429,10 @@ fn doctor_prints_one_line_a_layer() {
     let dir = store_dir();
     let out = run(pvf(dir.path()).arg("doctor"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("isolation    workers"), "{text}");
+    assert!(
+        text.contains(&format!("isolation    {}", isolation().as_str())),
+        "{text}"
+    );
     assert!(text.contains("fingerprint  "), "{text}");
     for layer in ["no_new_privs", "landlock", "seccomp", "namespace.pid"] {
         assert!(

@@ -6,6 +6,7 @@ mod cache_cli;
 mod cli;
 mod common;
 mod confine;
+mod execution_workers;
 mod extensions;
 mod fault_injection;
 mod hostile;

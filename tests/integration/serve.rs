@@ -169,7 +169,10 @@ fn serve_answers_json_lines_and_exposes_metrics() {
     assert_eq!(
         metric(
             body,
-            &format!(r#"pvf_environment_info{{environment="{environment}",isolation="workers"}}"#)
+            &format!(
+                r#"pvf_environment_info{{environment="{environment}",isolation="{}"}}"#,
+                crate::common::isolation().as_str()
+            )
         ),
         1.0,
         "{body}"

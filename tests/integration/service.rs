@@ -408,7 +408,7 @@ async fn concurrent_callers_share_one_preparation() {
         );
         assert_eq!(metric(&text, "pvf_store_artifacts"), 1.0);
         // A compilation in a worker reports its heap peak; in process there is none to report.
-        let peaks = if crate::common::isolation() == pvf_host::Isolation::Workers {
+        let peaks = if crate::common::isolation().compiles_in_workers() {
             1.0
         } else {
             0.0

@@ -21,7 +21,7 @@ const MIB: u64 = 1 << 20;
 
 /// Whether this run is about workers; prints why a test skips when it is not.
 fn workers_run(test: &str) -> bool {
-    if isolation() == Isolation::Workers {
+    if isolation().compiles_in_workers() {
         return true;
     }
     eprintln!("{test}: skipped: PVF_TEST_ISOLATION=in-process, and this test is about workers");

@@ -16,6 +16,10 @@
 //! | `pvf_memory_cache_components` / `pvf_memory_cache_bytes` | gauges: the in-memory cache | |
 //! | `pvf_environment_info` | gauge, always 1: which execution environment and isolation this host runs | `environment` (the id's hex), `isolation` |
 //! | `pvf_fuel_consumed_total` | counter: fuel consumed by executions that ran | |
+//! | `pvf_execution_workers` | gauge: execution workers alive (they start on demand) | |
+//! | `pvf_execution_worker_calls` | gauge: calls the worker now in a slot has served | `slot` |
+//! | `pvf_execution_worker_rss_bytes` | gauge: resident memory of the worker in a slot | `slot` |
+//! | `pvf_execution_worker_restarts` | gauge (monotonic): workers replaced since start, by cause | `cause` (`died`, `backstop`, `protocol`, `died_idle`, `start_failed`) |
 //!
 //! Counters and histograms change as work happens; gauges are refreshed when the text is
 //! rendered (a scrape).
@@ -103,6 +107,22 @@ pub(crate) struct Metrics {
     memory_components: Gauge,
     memory_bytes: Gauge,
     fuel: Counter,
+    workers: Gauge,
+    worker_calls: Family<SlotLabel, Gauge>,
+    worker_rss: Family<SlotLabel, Gauge>,
+    worker_restarts: Family<CauseLabel, Gauge>,
+}
+
+/// An execution worker's slot.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabel {
+    slot: u64,
+}
+
+/// Why an execution worker was replaced.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
 }
 
 impl Metrics {
@@ -187,6 +207,30 @@ impl Metrics {
             "Fuel consumed by executions that ran",
             fuel.clone(),
         );
+        let workers = Gauge::default();
+        registry.register(
+            "execution_workers",
+            "Execution workers alive (started on demand)",
+            workers.clone(),
+        );
+        let worker_calls = Family::<SlotLabel, Gauge>::default();
+        registry.register(
+            "execution_worker_calls",
+            "Calls the execution worker now in each slot has served",
+            worker_calls.clone(),
+        );
+        let worker_rss = Family::<SlotLabel, Gauge>::default();
+        registry.register(
+            "execution_worker_rss_bytes",
+            "Resident memory of the execution worker in each slot",
+            worker_rss.clone(),
+        );
+        let worker_restarts = Family::<CauseLabel, Gauge>::default();
+        registry.register(
+            "execution_worker_restarts",
+            "Execution workers replaced since the service started, by cause (monotonic)",
+            worker_restarts.clone(),
+        );
         registry.register(
             "store_artifacts",
             "Artifacts of this environment in the store",
@@ -224,6 +268,10 @@ impl Metrics {
             memory_components,
             memory_bytes,
             fuel,
+            workers,
+            worker_calls,
+            worker_rss,
+            worker_restarts,
         }
     }
 
@@ -300,6 +348,30 @@ impl Metrics {
         }
         self.memory_components.set(to_i64(gauges.memory_components));
         self.memory_bytes.set(to_i64(gauges.memory_bytes));
+        self.workers.set(to_i64(gauges.workers.len()));
+        // Slots of workers that are gone are not reported as they were.
+        self.worker_calls.clear();
+        self.worker_rss.clear();
+        for worker in &gauges.workers {
+            let slot = SlotLabel {
+                slot: worker.slot as u64,
+            };
+            self.worker_calls
+                .get_or_create(&slot)
+                .set(worker.calls.try_into().unwrap_or(i64::MAX));
+            if let Some(rss) = worker.rss_bytes {
+                self.worker_rss
+                    .get_or_create(&slot)
+                    .set(rss.try_into().unwrap_or(i64::MAX));
+            }
+        }
+        for (cause, n) in &gauges.restarts {
+            self.worker_restarts
+                .get_or_create(&CauseLabel {
+                    cause: cause.as_str(),
+                })
+                .set((*n).try_into().unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -322,4 +394,8 @@ pub(crate) struct Gauges {
     pub(crate) store: Option<(usize, u64)>,
     pub(crate) memory_components: usize,
     pub(crate) memory_bytes: usize,
+    /// The execution workers alive.
+    pub(crate) workers: Vec<crate::ExecutionWorkerInfo>,
+    /// Execution workers replaced, by cause.
+    pub(crate) restarts: Vec<(crate::WorkerFailure, u64)>,
 }

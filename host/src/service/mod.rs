@@ -190,7 +190,9 @@ impl ServiceConfig {
     /// * `host`: [`Config::new`] — its `execution_timeout` (2 s) is the *backing* timeout.
     /// * `prepare_workers`: half the cores, at least 1 — each compilation is itself parallel
     ///   (wasmtime compiles functions on all cores), so more jobs would only queue for CPU.
-    /// * `execute_workers`: the number of cores — an execution uses one core.
+    /// * `execute_workers`: the number of cores — an execution uses one core. With
+    ///   [`Isolation::Workers`](crate::Isolation) or `PerJob` it is also the number of execution
+    ///   worker processes ([`Config::execution_workers`] is set to it).
     /// * `execute_queue`: 1024 waiting executions; one more is `indeterminate` ("overloaded").
     /// * `approval_timeout`: 12 s wall clock for approval and dispute executions (the
     ///   reference's approval timeout).
@@ -353,7 +355,14 @@ impl fmt::Debug for ValidationService {
 impl ValidationService {
     /// Opens a service whose artifact store lives in `store_dir` (see [`ValidationHost::new`]).
     pub fn new(store_dir: Dir, config: ServiceConfig) -> Result<Self, HostError> {
-        let host = ValidationHost::new(store_dir, config.host.clone())?;
+        // One execution worker per execution slot.
+        let host = ValidationHost::new(
+            store_dir,
+            config
+                .host
+                .clone()
+                .execution_workers(config.execute_workers),
+        )?;
         Ok(Self::with_host(host, config))
     }
 
@@ -671,7 +680,15 @@ impl ValidationService {
         .flatten();
         let depths = self.queue_depths();
         let (memory_components, memory_bytes) = self.inner.host.memory_cache_usage();
+        let host = self.inner.host.clone();
+        let (workers, restarts) = tokio::task::spawn_blocking(move || {
+            (host.execution_workers(), host.execution_worker_restarts())
+        })
+        .await
+        .unwrap_or_default();
         self.inner.metrics.render(&Gauges {
+            workers,
+            restarts,
             prepare_waiting: depths.prepare_waiting,
             prepare_busy: depths.prepare_busy,
             execute_waiting: depths.execute_waiting,

@@ -31,6 +31,7 @@ mod seccomp;
 
 use std::fmt;
 
+pub(crate) use probe::attempt;
 pub use probe::probe_main;
 
 /// A layer of the confinement, as the policy names it (namespaces and rlimits report one
@@ -102,8 +103,12 @@ pub enum Syscalls {
     Execute,
     /// A per-job execution worker's: the execution worker's, and forking a child (`clone`
     /// without `CLONE_THREAD`, with exactly glibc's fork flags), its pipe (`pipe2`), waiting
-    /// for it (`wait4`), and the child making its own namespaces (`unshare`).
+    /// for it (`wait4`), and the child making its own namespaces (`unshare`) and installing its
+    /// own filter.
     ExecutePerJob,
+    /// A per-job child's own filter, on top of the inherited one: the execution worker's list
+    /// (no fork, no unshare, no further filter).
+    PerJobChild,
 }
 
 /// The default `RLIMIT_NOFILE` of a worker: stdin, stdout and stderr, and five more for what the
@@ -393,6 +398,25 @@ pub fn restrict_syscalls(policy: &ConfinePolicy) -> LayerStatus {
 /// (a per-job execution worker forks each job's child with it).
 pub(crate) fn fork() -> rustix::io::Result<Option<rustix::process::Pid>> {
     namespaces::fork()
+}
+
+/// A per-job child's own seccomp filter, compiled once in its parent: the execution worker's
+/// allowlist ([`Syscalls::Execute`]), without the fork, the namespaces and the filter
+/// installation the per-job parent needs.
+pub(crate) struct ChildFilter(seccompiler::BpfProgram);
+
+impl ChildFilter {
+    /// Compiles the filter; the reason when it cannot be.
+    pub(crate) fn new() -> Result<Self, String> {
+        seccomp::compile_allowlist(Syscalls::PerJobChild)
+            .map(Self)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies it to the calling (single-threaded) child.
+    pub(crate) fn apply(&self) -> Result<(), String> {
+        seccomp::apply(&self.0).map_err(|e| e.to_string())
+    }
 }
 
 /// In a per-job child: makes its own user, mount, net, ipc and uts namespaces and drops every

@@ -227,6 +227,63 @@ fn outcome(result: Result<(), Errno>) -> u8 {
     }
 }
 
+/// Inside an execution worker (or a per-job child), tests only: tries one forbidden thing by its
+/// probe name (`open-outside`, `socket`, `connect PORT`, `execve`, `fork`, `ptrace`) and says what
+/// happened, as the probe's line would: `allowed` or `denied errno=NAME`. A syscall the
+/// allowlist forbids kills the process with `SIGSYS` instead (no line).
+pub(crate) fn attempt(action: &str) -> String {
+    let text = |result: Result<(), Errno>| match result {
+        Ok(()) => "allowed".to_owned(),
+        Err(e) => format!("denied errno={}", errno_name(e)),
+    };
+    let mut words = action.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("open-outside"), path) => text(
+            rustix::fs::openat(
+                rustix::fs::CWD,
+                path.unwrap_or("/etc/hostname"),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map(drop),
+        ),
+        (Some("socket"), _) => text(
+            rustix::net::socket(
+                rustix::net::AddressFamily::INET,
+                rustix::net::SocketType::STREAM,
+                None,
+            )
+            .map(drop),
+        ),
+        (Some("connect"), Some(port)) => match port.parse::<u16>() {
+            Ok(port) => text(
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .map(drop)
+                    .map_err(|e| errno_of(&e)),
+            ),
+            Err(e) => format!("error: port: {e}"),
+        },
+        (Some("execve"), _) => {
+            use std::os::unix::process::CommandExt;
+            let e = std::process::Command::new("/bin/sh")
+                .args(["-c", "exit 3"])
+                .exec();
+            text(Err(errno_of(&e)))
+        }
+        (Some("fork"), _) => match super::namespaces::fork() {
+            Ok(None) => std::process::exit(0),
+            Ok(Some(child)) => {
+                let _ =
+                    rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty());
+                "allowed".to_owned()
+            }
+            Err(e) => text(Err(e)),
+        },
+        (Some("ptrace"), _) => text(ptrace_traceme()),
+        _ => format!("error: unknown probe action {action:?}"),
+    }
+}
+
 fn errno_of(e: &std::io::Error) -> Errno {
     Errno::from_raw_os_error(e.raw_os_error().unwrap_or(0))
 }

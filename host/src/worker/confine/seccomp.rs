@@ -64,6 +64,17 @@ pub(super) fn install_allowlist(syscalls: super::Syscalls) -> LayerStatus {
     }
 }
 
+/// The allowlist of `syscalls`, compiled, for a per-job child to apply on itself after it made
+/// its namespaces (an extra filter narrows what the inherited one allows).
+pub(super) fn compile_allowlist(syscalls: super::Syscalls) -> Result<BpfProgram, SeccompError> {
+    x86_64::allowlist(rustix::process::getpid(), syscalls).map(|(program, _)| program)
+}
+
+/// Applies `program` to the calling thread (a per-job child is single-threaded).
+pub(super) fn apply(program: &BpfProgram) -> Result<(), SeccompError> {
+    seccompiler::apply_filter(program).map_err(|e| SeccompError::Install("child", e))
+}
+
 /// Installs the waiting parent's filter: wait, die like the child, nothing else.
 pub(super) fn install_waiter(me: Pid) -> Result<(), SeccompError> {
     let program = x86_64::waiter(me)?;
@@ -95,6 +106,10 @@ enum Args {
     /// `tgkill(this process, any thread, SIGABRT)`: an abort (a failed allocation, a double
     /// panic) is reported as `SIGABRT`, not as a forbidden syscall.
     OwnAbort,
+    /// `tgkill(any process, any thread, SIGABRT)`: the same for a per-job worker's children,
+    /// whose pids the filter cannot know (only they and their parent are in its pid namespace,
+    /// and landlock scopes signals to the sandbox).
+    AnyAbort,
 }
 
 fn rule(args: Args, me: Pid) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
@@ -108,6 +123,7 @@ fn rule(args: Args, me: Pid) -> Result<Vec<SeccompRule>, seccompiler::BackendErr
             cond(0, SeccompCmpOp::Eq, me.as_raw_nonzero().get() as u64)?,
             cond(2, SeccompCmpOp::Eq, libc::SIGABRT as u64)?,
         ],
+        Args::AnyAbort => vec![cond(2, SeccompCmpOp::Eq, libc::SIGABRT as u64)?],
     };
     Ok(vec![SeccompRule::new(conditions)?])
 }
@@ -241,7 +257,10 @@ mod x86_64 {
     const FORK_FLAGS: u64 = (CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD) as u64;
 
     /// A per-job execution worker's additions: fork a child (exactly glibc's fork flags), the
-    /// pipe its answer comes back on, waiting for it, and the child's own namespaces.
+    /// pipe its answer comes back on, waiting for it; in the child, its own namespaces (and
+    /// dropping the capabilities they give), then the child's own, narrower filter (the
+    /// execution worker's list: no fork, no unshare), which needs `no_new_privs` (already set)
+    /// and `seccomp`.
     const PER_JOB: &[(i64, Args)] = &[
         (SYS_clone, Args::FirstIs(FORK_FLAGS)),
         (SYS_pipe2, Args::Any),
@@ -249,7 +268,13 @@ mod x86_64 {
         (SYS_unshare, Args::Any),
         (SYS_capset, Args::Any),
         (SYS_capget, Args::Any),
+        (SYS_prctl, Args::FirstIs(PR_SET_NO_NEW_PRIVS as u64)),
+        (SYS_seccomp, Args::Any),
+        (SYS_tgkill, Args::AnyAbort),
     ];
+
+    /// A per-job child's own filter: the execution worker's list, and an abort of its own.
+    const PER_JOB_CHILD: &[(i64, Args)] = &[(SYS_tgkill, Args::AnyAbort)];
 
     /// The allowlist for `syscalls`: syscall, argument checks (one rule per check; a syscall
     /// listed twice passes when any of its rules matches).
@@ -259,6 +284,7 @@ mod x86_64 {
             Syscalls::Compile => &[],
             Syscalls::Execute => &[EXECUTE],
             Syscalls::ExecutePerJob => &[EXECUTE, PER_JOB],
+            Syscalls::PerJobChild => &[EXECUTE, PER_JOB_CHILD],
         };
         let mut list: Vec<(i64, Vec<Args>)> = Vec::new();
         for (nr, args) in ALLOWED.iter().chain(extra.iter().flat_map(|e| e.iter())) {
@@ -349,6 +375,7 @@ mod tests {
             crate::worker::confine::Syscalls::Compile,
             crate::worker::confine::Syscalls::Execute,
             crate::worker::confine::Syscalls::ExecutePerJob,
+            crate::worker::confine::Syscalls::PerJobChild,
         ] {
             x86_64::allowlist(me, syscalls).unwrap();
         }

@@ -37,6 +37,15 @@ pub(crate) const CHANNEL_FD: i32 = 3;
 const EXIT_WORKER_ERROR: u8 = 70;
 /// The exit code of a per-job child that could not enter its namespaces.
 const EXIT_NO_NAMESPACES: i32 = 72;
+/// The exit code of a per-job child that could not apply its own seccomp filter.
+const EXIT_NO_FILTER: i32 = 73;
+/// The most components a worker keeps: each holds a few descriptors (wasmtime's memfd memory
+/// images), and the worker may open at most [`MAX_OPEN_FILES`].
+const MAX_COMPONENTS: usize = 256;
+/// The execution worker's `RLIMIT_NOFILE`: stdio, the channel, a per-job child's pipe, and the
+/// memory images of [`MAX_COMPONENTS`] components (a component has one per core module with
+/// initialised memory; the bundled guests have one or two).
+const MAX_OPEN_FILES: u64 = 1024;
 /// How long the worker sleeps on the channel at most before it looks whether the host is gone.
 const IDLE_SLICE: Duration = Duration::from_millis(50);
 /// The worker's heap cap beyond the largest request and twice the largest response: the
@@ -69,7 +78,8 @@ pub(crate) fn run(alloc: &'static CountingAllocator) -> ExitCode {
     let policy = ConfinePolicy::production()
         .map_user(hello.per_job)
         .syscalls(syscalls)
-        .max_file_bytes(hello.settings.max_memory_bytes);
+        .max_file_bytes(hello.settings.max_memory_bytes)
+        .max_open_files(MAX_OPEN_FILES);
     let report = confine::confine_process(&policy);
     match serve(alloc, &policy, &report, hello, input, channel_fd) {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +100,8 @@ struct Worker {
     cache: MemoryCache,
     per_job: bool,
     per_job_namespaces: bool,
+    /// Per-job mode: the filter each child applies to itself.
+    child_filter: Option<confine::ChildFilter>,
     allow_faults: bool,
     max_response: usize,
 }
@@ -167,6 +179,18 @@ fn serve(
             "seccomp is unavailable ({why}) and every confinement layer is required"
         ));
     }
+    // Compiled before the allowlist is installed, applied by each per-job child.
+    let child_filter = if hello.per_job && policy.applies(confine::Layer::Seccomp) {
+        match confine::ChildFilter::new() {
+            Ok(filter) => Some(filter),
+            Err(e) if hello.require_confinement => {
+                return Err(format!("the per-job children's filter: {e}"));
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let max_response = messages::max_response_bytes(&config);
     alloc.set_limit(
         messages::max_request_bytes()
@@ -174,12 +198,13 @@ fn serve(
             .saturating_add(HEAP_HEADROOM),
     );
     let worker = Worker {
-        cache: MemoryCache::keeping_newest(config.memory_cache_bytes),
+        cache: MemoryCache::keeping_newest(config.memory_cache_bytes, MAX_COMPONENTS),
         engine,
         linker,
         config,
         per_job: hello.per_job,
         per_job_namespaces,
+        child_filter,
         allow_faults: hello.allow_faults,
         max_response,
     };
@@ -210,6 +235,15 @@ fn serve(
                 continue;
             }
             Request::Fault(_) => Response::Refused("faults are not allowed".into()),
+            Request::Probe(action) if worker.allow_faults => {
+                let attempt = || Response::Probed(confine::attempt(&action));
+                if worker.per_job {
+                    worker.in_child(attempt)
+                } else {
+                    attempt()
+                }
+            }
+            Request::Probe(_) => Response::Refused("probes are not allowed".into()),
             Request::Load {
                 code_hash,
                 digest,
@@ -343,6 +377,11 @@ impl Worker {
                 if self.per_job_namespaces && confine::enter_job_namespaces().is_err() {
                     std::process::exit(EXIT_NO_NAMESPACES);
                 }
+                if let Some(filter) = &self.child_filter
+                    && filter.apply().is_err()
+                {
+                    std::process::exit(EXIT_NO_FILTER);
+                }
                 let ticker = EpochTicker::start(&self.engine);
                 let response = match ticker {
                     Ok(_) => job(),
@@ -414,6 +453,9 @@ fn describe_child(status: Option<rustix::process::WaitStatus>) -> String {
             (Some(EXIT_NO_NAMESPACES), _) => {
                 "the job's child could not enter its namespaces".into()
             }
+            (Some(EXIT_NO_FILTER), _) => {
+                "the job's child could not apply its seccomp filter".into()
+            }
             (Some(code), _) => {
                 format!("the job's child exited with code {code} before it answered")
             }
@@ -453,7 +495,7 @@ fn probe_job_namespaces() -> (String, bool) {
     match result {
         Ok(()) => (
             format!(
-                "{NAME}\tactive\teach execution in a fresh child with its own user, mount, net, ipc and uts namespaces and no capability\n"
+                "{NAME}\tactive\teach execution in a fresh child with its own user, mount, net, ipc and uts namespaces, no capability, and a narrower seccomp filter (no fork, no unshare)\n"
             ),
             true,
         ),

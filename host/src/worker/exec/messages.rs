@@ -183,6 +183,9 @@ pub(crate) enum Request {
     },
     /// Tests only: misbehave.
     Fault(Fault),
+    /// Tests only: try one forbidden thing by its probe name (see `confine::probe`) inside the
+    /// worker, or inside a per-job child, and say what happened.
+    Probe(String),
 }
 
 /// A worker's answer to one request.
@@ -205,6 +208,8 @@ pub(crate) enum Response {
     ChildDied(String),
     /// The request cannot be served (e.g. a fault the handshake did not allow).
     Refused(String),
+    /// What a probe's forbidden attempt gave (`allowed` or `denied errno=NAME`).
+    Probed(String),
 }
 
 /// Why a message could not be encoded, decoded or framed.

@@ -487,6 +487,45 @@ impl ExecPool {
         infos
     }
 
+    /// Tests only: a worker tries the forbidden thing `action` names (a probe action) — in a
+    /// per-job child in per-job mode — and says what happened; a worker that died of it is
+    /// replaced and the error says how it died.
+    pub(crate) fn probe(&self, action: &str) -> Result<String, ExecuteError> {
+        let mut worker = self.acquire(HANDSHAKE_DEADLINE)?;
+        let outcome = self.launcher.round_trip(
+            &mut worker,
+            &Request::Probe(action.to_owned()),
+            HANDSHAKE_DEADLINE,
+        );
+        match outcome {
+            Ok(Response::Probed(text)) => {
+                self.release(Some(worker));
+                Ok(text)
+            }
+            Ok(Response::ChildDied(why)) => {
+                self.release(Some(worker));
+                Err(ExecuteError::Worker(format!("per-job child: {why}")))
+            }
+            Ok(other) => {
+                let slot = worker.slot;
+                drop(worker);
+                self.release_slot(slot);
+                Err(ExecuteError::Worker(format!(
+                    "an answer out of place: {}",
+                    short(&other)
+                )))
+            }
+            Err(failure) => {
+                self.count(failure.cause);
+                let message = format!("{}{}", failure.message, stderr_tail_of(&mut worker.stderr));
+                let slot = worker.slot;
+                drop(worker);
+                self.release_slot(slot);
+                Err(ExecuteError::Worker(message))
+            }
+        }
+    }
+
     /// Tests only: the next call's worker misbehaves as `fault` says.
     pub(crate) fn inject(&self, fault: Fault) {
         self.lock().fault = Some(fault);
