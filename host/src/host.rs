@@ -279,6 +279,13 @@ impl ValidationHost {
             .unwrap_or_default()
     }
 
+    /// Starts an execution worker now if none runs (they otherwise start at the first
+    /// execution) and returns its confinement report, one line a layer:
+    /// `name<TAB>active[<TAB>detail]` or `name<TAB>unavailable<TAB>why`. `None` in process.
+    pub fn start_execution_worker(&self) -> Option<Result<String, ExecuteError>> {
+        self.executors.as_ref().map(ExecPool::warm)
+    }
+
     /// How many execution workers were replaced, by cause, since the host opened.
     pub fn execution_worker_restarts(&self) -> Vec<(WorkerFailure, u64)> {
         self.executors

@@ -1,6 +1,8 @@
 //! Load: 10,000 validations from 16 concurrent tasks over five guests, while another thread
-//! corrupts and deletes artifacts in the store. Every verdict must be the right one, none may be
-//! lost or hang, and the metrics must add up to the requests made.
+//! corrupts and deletes artifacts in the store, and — when executions run in workers — a third
+//! kills (`SIGKILL`) a random execution worker every 200 ms. Every verdict must be the right one
+//! or, for a call whose worker was killed under it, `indeterminate` saying so; none may be lost
+//! or hang, and the metrics must add up to the requests made and to the workers killed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -162,6 +164,36 @@ async fn ten_thousand_validations_under_store_corruption() {
         }
     });
 
+    // The killer: every 200 ms, SIGKILL to a random execution worker (worker modes only).
+    let kills = Arc::new(AtomicUsize::new(0));
+    let killer = (crate::common::isolation() != pvf_host::Isolation::InProcess).then(|| {
+        let (stop, kills, service) = (stop.clone(), kills.clone(), service.clone());
+        std::thread::spawn(move || {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            // Bounded like the vandal.
+            for _ in 0..3_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                let workers = service.host().execution_workers();
+                if workers.is_empty() {
+                    continue;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let worker = &workers[seed as usize % workers.len()];
+                let Some(pid) = rustix::process::Pid::from_raw(worker.pid as i32) else {
+                    continue;
+                };
+                if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                    kills.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    });
+
     let started = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
@@ -170,36 +202,52 @@ async fn ten_thousand_validations_under_store_corruption() {
             tokio::spawn(async move {
                 let mut failures = Vec::new();
                 let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+                let mut killed = Vec::new();
                 for n in 0..PER_TASK {
                     let (name, params, priority, expect) = request(task, n);
                     let outcome = service
                         .validate(codes[name].clone(), params, priority)
                         .await;
+                    // A call whose worker was killed under it (and, at approval or dispute, under
+                    // its retry too) is indeterminate, saying so: counted, not a wrong verdict.
+                    if let Verdict::Indeterminate(ValidationError::Execute(
+                        pvf_host::ExecuteError::Worker(why),
+                    )) = &outcome.verdict
+                    {
+                        killed.push((expect, why.clone()));
+                        continue;
+                    }
                     *counts.entry(outcome.verdict.as_str()).or_default() += 1;
                     if let Err(e) = check(expect, &outcome.verdict, &undying_head) {
                         failures.push(format!("task {task} request {n} ({name}): {e}"));
                     }
                 }
-                (counts, failures)
+                (counts, failures, killed)
             })
         })
         .collect();
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut failures = Vec::new();
+    let mut killed = Vec::new();
     for task in tasks {
         // None may hang: each task gets at most 10 minutes (CI's whole budget is far larger).
-        let (task_counts, task_failures) = tokio::time::timeout(Duration::from_secs(600), task)
-            .await
-            .expect("a task hung")
-            .expect("a task panicked");
+        let (task_counts, task_failures, task_killed) =
+            tokio::time::timeout(Duration::from_secs(600), task)
+                .await
+                .expect("a task hung")
+                .expect("a task panicked");
         for (verdict, n) in task_counts {
             *counts.entry(verdict).or_default() += n;
         }
         failures.extend(task_failures);
+        killed.extend(task_killed);
     }
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     vandal.join().expect("vandal thread");
+    if let Some(killer) = killer {
+        killer.join().expect("killer thread");
+    }
     assert!(
         failures.is_empty(),
         "{} wrong verdicts, e.g. {:?}",
@@ -213,13 +261,26 @@ async fn ten_thousand_validations_under_store_corruption() {
             .filter(|e| want(*e))
             .count()
     };
-    let valid = expected(|e| matches!(e, Expect::Adder(_) | Expect::Undying));
-    let invalid = expected(|e| matches!(e, Expect::Reject | Expect::Trap));
-    let indeterminate = expected(|e| e == Expect::Halt);
+    let killed_where = |want: fn(Expect) -> bool| killed.iter().filter(|(e, _)| want(*e)).count();
+    let is_valid = |e: Expect| matches!(e, Expect::Adder(_) | Expect::Undying);
+    let is_invalid = |e: Expect| matches!(e, Expect::Reject | Expect::Trap);
+    let is_halt = |e: Expect| e == Expect::Halt;
+    let valid = expected(is_valid);
+    let invalid = expected(is_invalid);
+    let indeterminate = expected(is_halt);
     assert_eq!(valid + invalid + indeterminate, TASKS * PER_TASK);
-    assert_eq!(counts.get("valid"), Some(&valid));
-    assert_eq!(counts.get("invalid"), Some(&invalid));
-    assert_eq!(counts.get("indeterminate"), Some(&indeterminate));
+    assert_eq!(
+        counts.get("valid").copied().unwrap_or(0),
+        valid - killed_where(is_valid)
+    );
+    assert_eq!(
+        counts.get("invalid").copied().unwrap_or(0),
+        invalid - killed_where(is_invalid)
+    );
+    assert_eq!(
+        counts.get("indeterminate").copied().unwrap_or(0),
+        indeterminate - killed_where(is_halt)
+    );
 
     // The metrics add up to the requests made (plus the first undying call).
     let text = service.metrics_text().await;
@@ -242,9 +303,50 @@ async fn ten_thousand_validations_under_store_corruption() {
             "pvf_verdicts_total{{priority=\"dispute\",verdict=\"{v}\"}}"
         ))
     };
-    assert_eq!(verdicts("valid"), (valid + 1) as f64);
-    assert_eq!(verdicts("invalid"), invalid as f64);
-    assert_eq!(verdicts("indeterminate"), indeterminate as f64);
+    assert_eq!(
+        verdicts("valid"),
+        (valid - killed_where(is_valid) + 1) as f64
+    );
+    assert_eq!(
+        verdicts("invalid"),
+        (invalid - killed_where(is_invalid)) as f64
+    );
+    assert_eq!(
+        verdicts("indeterminate"),
+        (indeterminate - killed_where(is_halt) + killed.len()) as f64
+    );
+    // Every call attempt that met a dead (or unstartable) worker is accounted for: retried
+    // under the policy (approval, dispute) or answered indeterminate (backing, or a retry that
+    // met a kill too). And no call is blamed on a worker nobody killed.
+    let restarts: BTreeMap<&str, u64> = service
+        .host()
+        .execution_worker_restarts()
+        .into_iter()
+        .map(|(cause, n)| (cause.as_str(), n))
+        .collect();
+    let failed_attempts = ["died", "backstop", "protocol", "start_failed"]
+        .iter()
+        .map(|c| restarts.get(c).copied().unwrap_or(0))
+        .sum::<u64>();
+    let worker_retries = metric(&text, r#"pvf_retries_total{class="worker"}"#);
+    assert_eq!(
+        killed.len() as f64 + worker_retries,
+        failed_attempts as f64,
+        "{restarts:?} {text}"
+    );
+    let kills = kills.load(Ordering::Relaxed) as u64;
+    let died = restarts.get("died").copied().unwrap_or(0)
+        + restarts.get("died_idle").copied().unwrap_or(0);
+    assert!(died <= kills, "{died} worker deaths from {kills} kills");
+    for (_, why) in &killed {
+        assert!(why.contains("SIGKILL"), "not a kill: {why}");
+    }
+    eprintln!(
+        "load: {kills} workers killed; {} calls killed under a worker ({} of them retried, {} answered indeterminate); restarts {restarts:?}",
+        failed_attempts,
+        worker_retries,
+        killed.len()
+    );
     assert_eq!(metric(&text, r#"pvf_queue_waiting{queue="execute"}"#), 0.0);
     let repaired = metric(&text, r#"pvf_cache_total{status="repaired"}"#);
     let damage = damaged.load(Ordering::Relaxed);

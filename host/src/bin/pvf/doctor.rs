@@ -7,6 +7,10 @@
 //! execution-environment id with the parts it is hashed from (the registered extensions, the
 //! verdict-bearing limits: see `pvf_host::ExecutionEnvironment`).
 //!
+//! In the worker modes it also starts one execution worker (a per-job one with `--isolation
+//! per-job`) and prints the layers it reports: its seccomp list differs from the preparation
+//! worker's, and a per-job worker's children make namespaces of their own.
+//!
 //! Exit 0 when every layer is active, or when unavailable layers are not `required`; 2 when a
 //! required layer is unavailable or the probe failed (then no layer is known to be active).
 
@@ -38,6 +42,20 @@ pub fn run(out: &Output, config: &pvf_host::Config, store: &Path, required: bool
     let probe = run_probe();
     let fingerprint = fingerprint();
     let environment = pvf_host::ExecutionEnvironment::for_config(config).map_err(|e| e.to_string());
+    // The execution workers' own sandbox (their seccomp list differs; a per-job worker's children
+    // make namespaces of their own), from a worker started for the purpose.
+    let execution = config
+        .get_isolation()
+        .compiles_in_workers()
+        .then(|| pvf_host::worker::exec::execution_worker_layers(config));
+    let execution_layers: Vec<ReportedLayer> = match &execution {
+        Some(Ok(report)) => parse_report(report).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let execution_error = match &execution {
+        Some(Err(e)) => Some(e.clone()),
+        _ => None,
+    };
     let (layers, probe_error) = match probe {
         Ok(layers) => (layers, None),
         Err(e) => (Vec::new(), Some(e)),
@@ -69,6 +87,12 @@ pub fn run(out: &Output, config: &pvf_host::Config, store: &Path, required: bool
         "environment_error": environment.as_ref().err(),
         "extensions": config.get_extensions().ids(),
         "layers": json_layers,
+        "execution_layers": execution_layers.iter().map(|l| if l.active {
+            json!({"name": l.name, "state": "active", "detail": l.text})
+        } else {
+            json!({"name": l.name, "state": "unavailable", "reason": l.text})
+        }).collect::<Vec<_>>(),
+        "execution_error": execution_error,
         "probe_error": probe_error,
         "all_active": all_active,
         "required": required,
@@ -109,6 +133,24 @@ pub fn run(out: &Output, config: &pvf_host::Config, store: &Path, required: bool
             (true, false) => format!("  {:width$}  active ({})", l.name, l.text),
             (false, _) => format!("  {:width$}  UNAVAILABLE: {}", l.name, l.text),
         });
+    }
+    if execution.is_some() {
+        human.push("execution worker layers".to_owned());
+        let width = execution_layers
+            .iter()
+            .map(|l| l.name.len())
+            .max()
+            .unwrap_or(0);
+        for l in &execution_layers {
+            human.push(match (l.active, l.text.is_empty()) {
+                (true, true) => format!("  {:width$}  active", l.name),
+                (true, false) => format!("  {:width$}  active ({})", l.name, l.text),
+                (false, _) => format!("  {:width$}  UNAVAILABLE: {}", l.name, l.text),
+            });
+        }
+        if let Some(e) = &execution_error {
+            human.push(format!("  no execution worker could start: {e}"));
+        }
     }
     let unavailable = layers.iter().filter(|l| !l.active).count();
     let reason = match &probe_error {

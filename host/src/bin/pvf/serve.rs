@@ -42,6 +42,24 @@ pub const MAX_REQUEST_LINE_BYTES: usize = MAX_PARAMS_BYTES + REQUEST_SLACK_BYTES
 /// Code files read so far, by path: each file is read once per `serve` session.
 type CodeFiles = Arc<Mutex<HashMap<PathBuf, Arc<[u8]>>>>;
 
+/// A worker's confinement report in one phrase: the active layers, then the unavailable ones.
+fn describe_layers(report: &str) -> String {
+    let (mut active, mut missing) = (Vec::new(), Vec::new());
+    for line in report.lines().filter(|l| !l.is_empty()) {
+        let mut fields = line.splitn(3, '\t');
+        let name = fields.next().unwrap_or_default();
+        match fields.next() {
+            Some("active") => active.push(name.to_owned()),
+            _ => missing.push(name.to_owned()),
+        }
+    }
+    let mut text = format!("sandbox layers active: {}", active.join(", "));
+    if !missing.is_empty() {
+        text.push_str(&format!("; UNAVAILABLE: {}", missing.join(", ")));
+    }
+    text
+}
+
 pub(crate) async fn run(
     out: &Output,
     service: ValidationService,
@@ -49,14 +67,29 @@ pub(crate) async fn run(
     grace: Duration,
 ) -> u8 {
     let host = service.host();
+    // The execution workers' sandbox, as the first one reports it (started now, not at the
+    // first request).
+    let sandbox = {
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || service.host().start_execution_worker())
+            .await
+            .ok()
+            .flatten()
+    };
+    let sandbox = match sandbox {
+        None => "no sandbox: guests run in this process".to_string(),
+        Some(Ok(report)) => describe_layers(&report),
+        Some(Err(e)) => format!("no execution worker could start: {e}"),
+    };
     eprintln!(
-        "serving: environment {} (extensions: {}), isolation {}",
+        "serving: environment {} (extensions: {}), isolation {} ({} execution slots; {sandbox})",
         host.environment().id(),
         match host.config().get_extensions().ids() {
             ids if ids.is_empty() => "none".to_string(),
             ids => ids.join(", "),
         },
         host.config().get_isolation().as_str(),
+        host.config().get_execution_workers(),
     );
     let server = match metrics {
         None => None,

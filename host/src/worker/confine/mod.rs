@@ -236,6 +236,21 @@ impl LayerStatus {
         }
     }
 
+    /// The layer as one report line (no line break): `name<TAB>active[<TAB>detail]` or
+    /// `name<TAB>unavailable<TAB>why`.
+    pub fn to_line(&self) -> String {
+        let (state, text) = match &self.state {
+            LayerState::Active => ("active", self.detail.as_str()),
+            LayerState::Unavailable(why) => ("unavailable", why.as_str()),
+        };
+        let mut out = format!("{}\t{state}", self.name);
+        if !text.is_empty() {
+            out.push('\t');
+            out.push_str(&text.replace('\t', " "));
+        }
+        out
+    }
+
     /// Whether the layer is in force.
     pub fn is_active(&self) -> bool {
         self.state == LayerState::Active
@@ -280,17 +295,7 @@ impl ConfineReport {
     pub fn to_lines(&self) -> String {
         let mut out = String::new();
         for l in &self.layers {
-            let (state, text) = match &l.state {
-                LayerState::Active => ("active", l.detail.as_str()),
-                LayerState::Unavailable(why) => ("unavailable", why.as_str()),
-            };
-            out.push_str(l.name);
-            out.push('\t');
-            out.push_str(state);
-            if !text.is_empty() {
-                out.push('\t');
-                out.push_str(&text.replace('\t', " "));
-            }
+            out.push_str(&l.to_line());
             out.push('\n');
         }
         out

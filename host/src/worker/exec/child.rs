@@ -141,6 +141,28 @@ fn serve(
     } else {
         false
     };
+    // Compiled before the allowlist is installed, applied by each per-job child.
+    let child_filter = if hello.per_job && policy.applies(confine::Layer::Seccomp) {
+        match confine::ChildFilter::new() {
+            Ok(filter) => Some(filter),
+            Err(e) if hello.require_confinement => {
+                return Err(format!("the per-job children's filter: {e}"));
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    // The allowlist, before the handshake's answer so that the report says how it went.
+    let seccomp = confine::restrict_syscalls(policy);
+    if let LayerState::Unavailable(why) = &seccomp.state
+        && hello.require_confinement
+    {
+        return Err(format!(
+            "seccomp is unavailable ({why}) and every confinement layer is required"
+        ));
+    }
+    confinement.push_str(&format!("{}\n", seccomp.to_line()));
     let mut output = io::stdout().lock();
     messages::write_frame(
         &mut output,
@@ -171,25 +193,6 @@ fn serve(
         None
     } else {
         Some(EpochTicker::start(&engine).map_err(|e| format!("the epoch ticker: {e}"))?)
-    };
-    if let LayerState::Unavailable(why) = confine::restrict_syscalls(policy).state
-        && hello.require_confinement
-    {
-        return Err(format!(
-            "seccomp is unavailable ({why}) and every confinement layer is required"
-        ));
-    }
-    // Compiled before the allowlist is installed, applied by each per-job child.
-    let child_filter = if hello.per_job && policy.applies(confine::Layer::Seccomp) {
-        match confine::ChildFilter::new() {
-            Ok(filter) => Some(filter),
-            Err(e) if hello.require_confinement => {
-                return Err(format!("the per-job children's filter: {e}"));
-            }
-            Err(_) => None,
-        }
-    } else {
-        None
     };
     let max_response = messages::max_response_bytes(&config);
     alloc.set_limit(

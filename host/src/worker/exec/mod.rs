@@ -55,6 +55,26 @@ const MIN_BACKSTOP_MARGIN: Duration = Duration::from_millis(500);
 /// How long a `Load` may take: the time to construct the largest artifact is far below it.
 const LOAD_BACKSTOP: Duration = Duration::from_secs(60);
 
+/// Starts one execution worker as a host with `config` would (in [`Isolation::PerJob`] a per-job
+/// one), dismisses it, and returns its confinement report: one `name<TAB>active[<TAB>detail]` or
+/// `name<TAB>unavailable<TAB>why` line a layer. For `pvf doctor`.
+///
+/// [`Isolation::PerJob`]: crate::Isolation::PerJob
+pub fn execution_worker_layers(config: &Config) -> Result<String, String> {
+    let exe =
+        super::find_executable(config.worker_executable.as_deref()).map_err(|e| e.to_string())?;
+    let environment =
+        crate::environment::ExecutionEnvironment::for_config(config).map_err(|e| e.to_string())?;
+    let pool = ExecPool::new(
+        exe,
+        &config.clone().require_confinement(false),
+        *environment.id().as_bytes(),
+        config.isolation == crate::Isolation::PerJob,
+    )
+    .map_err(|e| e.to_string())?;
+    pool.warm().map_err(|e| e.to_string())
+}
+
 /// Why an execution worker was replaced: the cause of a restart, counted per pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkerFailure {
@@ -154,6 +174,8 @@ struct ExecWorker {
     stderr: Option<ChildStderr>,
     channel: Channel,
     calls: u64,
+    /// Its confinement report (`name<TAB>state[<TAB>detail]` lines).
+    confinement: String,
 }
 
 impl Drop for ExecWorker {
@@ -526,6 +548,16 @@ impl ExecPool {
         }
     }
 
+    /// Makes sure one worker is started (starting it now when none is) and returns its
+    /// confinement report: one `name<TAB>active[<TAB>detail]` or `name<TAB>unavailable<TAB>why`
+    /// line a layer.
+    pub(crate) fn warm(&self) -> Result<String, ExecuteError> {
+        let worker = self.acquire(HANDSHAKE_DEADLINE)?;
+        let report = worker.confinement.clone();
+        self.release(Some(worker));
+        Ok(report)
+    }
+
     /// Tests only: the next call's worker misbehaves as `fault` says.
     pub(crate) fn inject(&self, fault: Fault) {
         self.lock().fault = Some(fault);
@@ -625,6 +657,7 @@ impl ExecLauncher {
             stderr,
             channel,
             calls: 0,
+            confinement: String::new(),
         };
         let watchdog = super::Watchdog::start(worker.child.id(), HANDSHAKE_DEADLINE)
             .map_err(|e| e.to_string())?;
@@ -653,6 +686,7 @@ impl ExecLauncher {
             }
         };
         self.check(&ready)?;
+        worker.confinement = ready.confinement;
         Ok(worker)
     }
 
