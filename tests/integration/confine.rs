@@ -412,7 +412,18 @@ fn doctor_reports_every_layer_as_json() {
     assert_eq!(fingerprint.len(), 64);
     let layers = value["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 14, "{value}");
-    let all_active = layers.iter().all(|l| l["state"] == "active");
+    // In the worker modes the execution worker's own layers are reported and required too.
+    let execution = value["execution_layers"].as_array().expect("execution layers");
+    assert_eq!(
+        execution.is_empty(),
+        isolation() == pvf_host::Isolation::InProcess,
+        "{value}"
+    );
+    assert_eq!(value["execution_error"], serde_json::Value::Null, "{value}");
+    let all_active = layers
+        .iter()
+        .chain(execution)
+        .all(|l| l["state"] == "active");
     assert_eq!(value["all_active"], all_active);
     assert_eq!(code, if all_active { 0 } else { 2 }, "{value} {stderr}");
     for l in layers {

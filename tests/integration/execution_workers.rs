@@ -209,8 +209,9 @@ fn a_stopped_worker_is_killed_by_the_backstop() {
     }
 }
 
-/// A worker that answers with garbage or a truncated message, exits, aborts or hangs: the call is
-/// `indeterminate` saying what happened, the worker is replaced, the next call is valid.
+/// A worker that answers with garbage or a truncated message, exits, aborts, hangs or allocates
+/// past its memory cap: the call is `indeterminate` saying what happened, the worker is replaced,
+/// the next call is valid.
 #[test]
 fn misbehaving_workers_are_indeterminate_and_replaced() {
     let cases = [
@@ -221,6 +222,8 @@ fn misbehaving_workers_are_indeterminate_and_replaced() {
         // in SIGSEGV; a per-job child is not pid 1 and dies of SIGABRT. Either way, a signal.
         (Fault::Abort, WorkerFailure::Died, "killed by signal"),
         (Fault::Hang, WorkerFailure::Backstop, "backstop"),
+        // 8 GiB of heap outside linear memory: the worker's memory cap ends it, not the machine.
+        (Fault::Allocate, WorkerFailure::Died, "killed by signal"),
     ];
     for mode in WORKER_MODES {
         let dir = store_dir();

@@ -60,7 +60,10 @@ pub fn run(out: &Output, config: &pvf_host::Config, store: &Path, required: bool
         Ok(layers) => (layers, None),
         Err(e) => (Vec::new(), Some(e)),
     };
-    let all_active = probe_error.is_none() && layers.iter().all(|l| l.active);
+    let all_active = probe_error.is_none()
+        && layers.iter().all(|l| l.active)
+        && execution_error.is_none()
+        && execution_layers.iter().all(|l| l.active);
     let ok = all_active || (!required && probe_error.is_none());
 
     let json_layers: Vec<Value> = layers

@@ -529,6 +529,12 @@ fn misbehave(channel: &Channel, wait: &WaitPolicy, fault: Fault) {
                 let _ = channel.send(&bytes[..bytes.len() / 2], wait, &mut never);
             }
         }
+        Fault::Allocate => {
+            let mut hog: Vec<u8> = Vec::new();
+            // The counting allocator refuses past the cap and ends the process.
+            hog.resize(8 << 30, 1);
+            std::hint::black_box(&hog);
+        }
         Fault::Exit => std::process::exit(3),
         Fault::Abort => std::process::abort(),
         Fault::Hang => loop {

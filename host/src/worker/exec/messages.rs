@@ -160,6 +160,9 @@ pub enum Fault {
     Abort,
     /// Never answer (sleep until killed).
     Hang,
+    /// Allocate (and touch) 8 GiB on the heap outside any linear memory: past the worker's
+    /// memory cap, which ends the worker.
+    Allocate,
 }
 
 /// A request from the host.
