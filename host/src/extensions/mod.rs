@@ -69,7 +69,10 @@
 //!     }
 //! }
 //!
-//! let config = pvf_host::Config::new().extension(HexCodec);
+//! // An extension of your own runs in process (execution workers have only the first-party one).
+//! let config = pvf_host::Config::new()
+//!     .extension(HexCodec)
+//!     .isolation(pvf_host::Isolation::InProcess);
 //! # let _ = config;
 //! ```
 
