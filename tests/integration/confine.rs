@@ -413,7 +413,9 @@ fn doctor_reports_every_layer_as_json() {
     let layers = value["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 14, "{value}");
     // In the worker modes the execution worker's own layers are reported and required too.
-    let execution = value["execution_layers"].as_array().expect("execution layers");
+    let execution = value["execution_layers"]
+        .as_array()
+        .expect("execution layers");
     assert_eq!(
         execution.is_empty(),
         isolation() == pvf_host::Isolation::InProcess,

@@ -169,10 +169,12 @@ impl VerifiedArtifact {
     /// In an execution worker: artifact bytes the host sent, which it had verified (a
     /// `VerifiedArtifact` of its own), and whose blake3 the worker checked against the digest
     /// the host sent with them.
-    pub(crate) fn sent_by_host(bytes: Vec<u8>) -> Self {
+    /// `message[start..]` is the artifact (the rest is the message it came in).
+    pub(crate) fn sent_by_host(message: Vec<u8>, start: usize) -> Self {
+        let start = start.min(message.len());
         Self {
-            file: bytes,
-            start: 0,
+            file: message,
+            start,
         }
     }
 }

@@ -251,7 +251,12 @@ fn serve(
                 code_hash,
                 digest,
                 artifact,
-            } => worker.load(CodeHash::from_bytes(code_hash), &digest, artifact),
+            } => {
+                // The artifact is the message's tail: keep the message, start at the artifact.
+                let start = bytes.len() - artifact.len();
+                let (code_hash, digest) = (CodeHash::from_bytes(code_hash), digest);
+                worker.load(code_hash, &digest, bytes, start)
+            }
             Request::Execute {
                 code_hash,
                 params,
@@ -264,7 +269,6 @@ fn serve(
                 instantiate_only,
             ),
         };
-        drop(bytes);
         let encoded = messages::encode(&response).map_err(|e| e.to_string())?;
         channel
             .send(&encoded, &wait, &mut host_alive)
@@ -288,15 +292,27 @@ fn host_gone(stdin: &io::Stdin) -> bool {
 }
 
 impl Worker {
-    /// Constructs and links a verified artifact, and keeps it.
-    fn load(&self, code_hash: CodeHash, digest: &[u8; 32], artifact: Vec<u8>) -> Response {
-        if blake3::hash(&artifact).as_bytes() != digest {
+    /// Constructs and links a verified artifact (`message[start..]`), and keeps it.
+    fn load(
+        &self,
+        code_hash: CodeHash,
+        digest: &[u8; 32],
+        message: Vec<u8>,
+        start: usize,
+    ) -> Response {
+        if message
+            .get(start..)
+            .map(blake3::hash)
+            .as_ref()
+            .map(blake3::Hash::as_bytes)
+            != Some(digest)
+        {
             return Response::LoadFailed(crate::error::ExecuteError::Construction(
                 "the artifact does not match the digest the host sent".into(),
             ));
         }
-        let size = artifact.len();
-        let artifact = VerifiedArtifact::sent_by_host(artifact);
+        let size = message.len() - start;
+        let artifact = VerifiedArtifact::sent_by_host(message, start);
         // The copy-on-write images of the initial memories are made now, once, not at the first
         // instantiation: a per-job worker's children would each make their own.
         let component = match construct_raw(&self.engine, &artifact)

@@ -167,7 +167,7 @@ pub enum Fault {
 
 /// A request from the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Request {
+pub(crate) enum Request<'a> {
     /// Instantiate the component of `code_hash` (which the worker must hold) in a fresh store and
     /// call it with `params` (or, with `instantiate_only`, instantiate it only: a pre-check).
     Execute {
@@ -177,12 +177,13 @@ pub(crate) enum Request {
         instantiate_only: bool,
     },
     /// Keep the component of `code_hash`: these are its artifact's bytes, verified by the host,
-    /// whose blake3 is `digest`.
+    /// whose blake3 is `digest`. Borrowed on both sides: encoded from the host's bytes, decoded
+    /// in place in the received message (the last field, so it runs to the message's end).
     Load {
         code_hash: [u8; 32],
         digest: [u8; 32],
-        #[serde(with = "serde_bytes")]
-        artifact: Vec<u8>,
+        #[serde(with = "serde_bytes", borrow)]
+        artifact: &'a [u8],
     },
     /// Tests only: misbehave.
     Fault(Fault),
@@ -324,18 +325,28 @@ mod tests {
             counting_allocator: true,
             confinement: "seccomp\tactive\n".into(),
         });
-        round_trip(Request::Execute {
+        let execute = Request::Execute {
             code_hash: [1; 32],
             params: ValidationParams::new(vec![1, 2], vec![3; 100], 9),
             timeout: Duration::from_millis(1500),
             instantiate_only: false,
-        });
-        round_trip(Request::Load {
+        };
+        assert_eq!(
+            decode::<Request>(&encode(&execute).unwrap()).unwrap(),
+            execute
+        );
+        let artifact = vec![5; 1000];
+        let load = Request::Load {
             code_hash: [1; 32],
             digest: [2; 32],
-            artifact: vec![5; 1000],
-        });
-        round_trip(Request::Fault(Fault::Truncated));
+            artifact: &artifact,
+        };
+        let encoded = encode(&load).unwrap();
+        assert_eq!(decode::<Request>(&encoded).unwrap(), load);
+        // The artifact is the message's tail: the worker keeps the message as its bytes.
+        assert!(encoded.ends_with(&artifact));
+        let fault = Request::Fault(Fault::Truncated);
+        assert_eq!(decode::<Request>(&encode(&fault).unwrap()).unwrap(), fault);
         round_trip(Response::Executed {
             result: Ok(ValidationResult {
                 head_data: vec![1],
@@ -400,15 +411,15 @@ mod tests {
     #[test]
     fn frames_are_bounded_before_reading() {
         let mut pipe = Vec::new();
-        write_frame(&mut pipe, &Request::Fault(Fault::Exit)).unwrap();
+        write_frame(&mut pipe, &Response::NotLoaded).unwrap();
         pipe[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let err = read_frame::<Request>(&mut pipe.as_slice(), 100).unwrap_err();
+        let err = read_frame::<Response>(&mut pipe.as_slice(), 100).unwrap_err();
         assert!(
             matches!(err, MessageError::TooLarge { limit: 100, .. }),
             "{err}"
         );
         let truncated = [10u8, 0, 0, 0, 1];
-        let err = read_frame::<Request>(&mut truncated.as_slice(), 100).unwrap_err();
+        let err = read_frame::<Response>(&mut truncated.as_slice(), 100).unwrap_err();
         assert!(matches!(err, MessageError::Io(_)), "{err}");
     }
 }

@@ -346,7 +346,7 @@ impl ExecPool {
                     let load = Request::Load {
                         code_hash: *code_hash.as_bytes(),
                         digest: *blake3::hash(artifact).as_bytes(),
-                        artifact: artifact.to_vec(),
+                        artifact,
                     };
                     match self.launcher.round_trip(worker, &load, LOAD_BACKSTOP)? {
                         Response::Loaded => continue,
@@ -744,7 +744,7 @@ impl ExecLauncher {
     fn round_trip(
         &self,
         worker: &mut ExecWorker,
-        request: &Request,
+        request: &Request<'_>,
         backstop: Duration,
     ) -> Result<Response, CallFailure> {
         let deadline = Instant::now() + backstop;
