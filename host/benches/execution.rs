@@ -1,6 +1,8 @@
 //! What executing in a confined worker costs on a warm cache, against executing in process and
-//! against raw wasmtime, measured in one run with the cases interleaved (each iteration runs
-//! every case once, starting with a different one), medians of single calls in microseconds:
+//! against raw wasmtime, measured in one run with the cases interleaved in blocks (each round
+//! runs a block of consecutive calls of every case, starting with a different one: a node under
+//! load calls back to back, and a worker spinning between calls answers without a wake-up; part
+//! 3 measures isolated calls), medians of single calls in microseconds:
 //!
 //! 1. **Warm validation, by mode**, for each guest (`adder`, `undying` and, when it was built,
 //!    the JavaScript guest `js_validate`): the code prepared once and every case warmed up, then
@@ -12,8 +14,11 @@
 //!      call).
 //!
 //!    Each host has its own store and the default in-memory cache. Every result is checked.
-//! 2. **Per-job fixed cost** (`adder`): per-job median minus in-process median, and how many
-//!    times faster per-job is than one `pvf validate` process per call (30 calls, warm store).
+//! 2. **Per-job fixed cost** (`adder`): per-job median minus in-process median, what its parts
+//!    cost inside a per-job worker (a bare fork + exit + wait, with the child's namespaces, with
+//!    its filter: the worker's `job-cost` probe, medians of 50), and how many times faster
+//!    per-job is than one `pvf validate` process per call (30 calls, warm store; the process
+//!    runs in its default `workers` mode, and in `in-process` mode for reference).
 //! 3. **The spin knob** (`adder`, `Isolation::Workers`, `worker_spin` = 0, 10, 50, 200 µs, hosts
 //!    interleaved): median and p90 latency; the CPU time the worker's process tree uses in an
 //!    idle second after a call (`utime + stime` from `/proc/<pid>/stat`, in clock ticks, so a
@@ -31,7 +36,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Guest, Raw, median, open_host, pvf_binary, pvf_validate_process, time};
+use common::{Guest, Raw, median, open_host, pvf_binary, time};
 use pvf_host::{CacheStatus, Config, Isolation, ValidationHost};
 use tempfile::TempDir;
 
@@ -155,11 +160,14 @@ fn by_mode(name: &'static str, iterations: usize, warm_up: usize) -> (String, [D
             call((i + k) % CASES.len());
         }
     }
+    let block = if name == "adder" { 20 } else { 5 };
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(iterations); CASES.len()];
-    for i in 0..iterations {
+    for i in 0..iterations.div_ceil(block) {
         for k in 0..CASES.len() {
             let case = (i + k) % CASES.len();
-            samples[case].push(call(case));
+            for _ in 0..block {
+                samples[case].push(call(case));
+            }
         }
     }
     for host in &hosts[1..] {
@@ -209,8 +217,20 @@ fn per_job_cost(adder: &[Duration; 4]) {
     .expect("write params");
     let head = format!("\"head_data\":\"0x{}\"", hex::encode(&guest.expected_head));
     let code_path = pvf_test_guests::path("adder");
-    let cli = |cache: &str| {
-        let (elapsed, out) = time(|| pvf_validate_process(&cli_store, &code_path, &params_file));
+    let cli = |cache: &str, isolation: &str| {
+        let (elapsed, out) = time(|| {
+            std::process::Command::new(pvf_binary())
+                .arg("--cache-dir")
+                .arg(&cli_store)
+                .args(["--isolation", isolation, "--json", "validate"])
+                .arg(&code_path)
+                .arg("--params")
+                .arg(&params_file)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .expect("run pvf")
+        });
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success()
@@ -221,10 +241,25 @@ fn per_job_cost(adder: &[Duration; 4]) {
         elapsed
     };
     // The first call prepares into the store; the rest find the artifact.
-    cli("miss");
-    cli("hit");
-    let mut process: Vec<Duration> = (0..30).map(|_| cli("hit")).collect();
+    cli("miss", "workers");
+    cli("hit", "workers");
+    let mut process: Vec<Duration> = (0..30).map(|_| cli("hit", "workers")).collect();
     let process = median(&mut process);
+    let mut in_process_cli: Vec<Duration> = (0..30).map(|_| cli("hit", "in-process")).collect();
+    let in_process_cli = median(&mut in_process_cli);
+    // What the parts of a per-job call cost, measured inside a per-job worker.
+    let probe_dir = TempDir::new().expect("tempdir");
+    let probe_host = open_host(
+        probe_dir.path(),
+        Config::new()
+            .isolation(Isolation::PerJob)
+            .worker_executable(pvf_binary())
+            .execution_workers(1)
+            .worker_faults(true),
+    );
+    let parts = probe_host
+        .probe_execution_worker("job-cost")
+        .unwrap_or_else(|e| format!("unavailable: {e}"));
     let (in_process, per_job) = (adder[1], adder[3]);
     println!("per-job fixed cost (adder)");
     println!(
@@ -243,6 +278,12 @@ fn per_job_cost(adder: &[Duration; 4]) {
         "per-job is {:.1}x faster than a process per call",
         us(process) / us(per_job)
     );
+    println!(
+        "a `pvf validate --isolation in-process` process per call: {:.0} µs ({:.1}x per-job)",
+        us(in_process_cli),
+        us(in_process_cli) / us(per_job)
+    );
+    println!("inside a per-job worker, medians of 50 (µs): {parts}");
 }
 
 /// Part 3: `adder` in Workers mode with each spin of [`SPINS_US`].

@@ -286,6 +286,16 @@ impl ValidationHost {
         self.executors.as_ref().map(ExecPool::warm)
     }
 
+    /// Starts an execution worker in the background if none is idle or starting (and a slot is
+    /// free), without waiting: the next execution takes it. For callers that know an execution
+    /// is coming (the one-shot `pvf validate`), so that starting a worker overlaps reading and
+    /// checking the artifact. Does nothing in process.
+    pub fn prestart_execution_worker(&self) {
+        if let Some(executors) = &self.executors {
+            executors.prestart();
+        }
+    }
+
     /// How many execution workers were replaced, by cause, since the host opened.
     pub fn execution_worker_restarts(&self) -> Vec<(WorkerFailure, u64)> {
         self.executors

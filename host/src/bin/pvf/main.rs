@@ -359,6 +359,13 @@ async fn run_async(cli: Cli, out: Output) -> u8 {
         }
     };
     let environment = service.host().environment().id().to_hex();
+    // An execution is coming: start its worker now, while the host finds and checks the artifact.
+    if matches!(
+        cli.command,
+        Command::Validate { .. } | Command::Precheck { .. }
+    ) {
+        service.host().prestart_execution_worker();
+    }
     match cli.command {
         Command::Prepare { code: path } => {
             let code = code.unwrap_or_default();

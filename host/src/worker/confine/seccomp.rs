@@ -257,7 +257,7 @@ mod x86_64 {
     const FORK_FLAGS: u64 = (CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD) as u64;
 
     /// A per-job execution worker's additions: fork a child (exactly glibc's fork flags), the
-    /// pipe its answer comes back on, waiting for it; in the child, its own namespaces (and
+    /// pipe its answer comes back on, waiting for it, killing it at its deadline; in the child, its own namespaces (and
     /// dropping the capabilities they give), then the child's own, narrower filter (the
     /// execution worker's list: no fork, no unshare), which needs `no_new_privs` (already set)
     /// and `seccomp`.
@@ -271,6 +271,8 @@ mod x86_64 {
         (SYS_prctl, Args::FirstIs(PR_SET_NO_NEW_PRIVS as u64)),
         (SYS_seccomp, Args::Any),
         (SYS_tgkill, Args::AnyAbort),
+        // Killing a child that outlived its execution's deadline (SIGKILL only).
+        (SYS_kill, Args::SecondIs(SIGKILL as u64)),
     ];
 
     /// A per-job child's own filter: the execution worker's list, and an abort of its own.

@@ -16,7 +16,7 @@
 //! runs normally. Every cause is counted ([`WorkerFailure`]).
 //!
 //! **Death with the host.** A worker notices that its stdin reached end of file — the host
-//! closed it, or the host died and the kernel closed it — within [`child::IDLE_SLICE`] when idle,
+//! closed it, or the host died and the kernel closed it — within 50 ms (`child.rs`'s `IDLE_SLICE`) when idle,
 //! and exits; its pid-namespace waiter then ends as it did. Dropping the pool kills every worker
 //! and reaps it.
 
@@ -28,7 +28,8 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use messages::Fault;
@@ -138,7 +139,9 @@ struct Stats {
 
 /// Execution workers and the calls into them.
 pub(crate) struct ExecPool {
-    launcher: ExecLauncher,
+    launcher: Arc<ExecLauncher>,
+    /// A worker being started ahead of need ([`Self::prestart`]): its slot and its thread.
+    pending: Mutex<Option<(usize, JoinHandle<Result<ExecWorker, String>>)>>,
     state: Mutex<PoolState>,
     freed: Condvar,
     stats: Stats,
@@ -227,7 +230,8 @@ impl ExecPool {
         };
         let proc = cap_std::fs::Dir::open_ambient_dir("/proc", cap_std::ambient_authority()).ok();
         let pool = Self {
-            launcher,
+            launcher: Arc::new(launcher),
+            pending: Mutex::new(None),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 free_slots: (0..slots).rev().collect(),
@@ -379,9 +383,63 @@ impl ExecPool {
         }
     }
 
+    /// Starts a worker in a free slot on a thread of its own, unless one is idle, starting, or
+    /// no slot is free: a one-shot command's first execution then does not wait for a process to
+    /// start while the host reads and checks the artifact.
+    pub(crate) fn prestart(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_some() {
+            return;
+        }
+        let mut state = self.lock();
+        if !state.idle.is_empty() {
+            return;
+        }
+        let Some(slot) = state.free_slots.pop() else {
+            return;
+        };
+        drop(state);
+        let launcher = self.launcher.clone();
+        match std::thread::Builder::new()
+            .name("pvf-exec-prestart".into())
+            .spawn(move || launcher.start(slot))
+        {
+            Ok(thread) => *pending = Some((slot, thread)),
+            Err(_) => self.lock().free_slots.push(slot),
+        }
+    }
+
+    /// The worker [`Self::prestart`] started, once it answered (`None` when there is none).
+    fn take_pending(&self) -> Option<Result<ExecWorker, (usize, String)>> {
+        let (slot, thread) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(match thread.join() {
+            Ok(Ok(worker)) => Ok(worker),
+            Ok(Err(e)) => Err((slot, e)),
+            Err(_) => Err((slot, "the thread starting it panicked".into())),
+        })
+    }
+
     /// An idle worker (replacing one found dead), a new one in a free slot, or — all busy — the
     /// first one freed. Waiting is bounded: every busy call ends within its backstop.
     fn acquire(&self, timeout: Duration) -> Result<ExecWorker, ExecuteError> {
+        match self.take_pending() {
+            Some(Ok(worker)) => {
+                self.lock()
+                    .busy
+                    .push((worker.slot, worker.child.id(), worker.calls));
+                return Ok(worker);
+            }
+            Some(Err((slot, e))) => {
+                self.count(WorkerFailure::StartFailed);
+                tracing::warn!(error = %e, "an execution worker started ahead of need failed");
+                self.release_slot(slot);
+            }
+            None => {}
+        }
         let deadline = Instant::now()
             + timeout.saturating_mul(4).max(Duration::from_secs(10))
             + HANDSHAKE_DEADLINE;
@@ -589,6 +647,8 @@ impl ExecPool {
 
 impl Drop for ExecPool {
     fn drop(&mut self) {
+        // A worker still starting is waited for, then dismissed (dropping it kills it).
+        drop(self.take_pending());
         // Dropping each idle worker kills and reaps it; busy ones are dropped by their callers,
         // which hold a reference to the pool, so there are none here.
         self.lock().idle.clear();
