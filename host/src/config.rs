@@ -55,9 +55,10 @@ pub enum Isolation {
     /// is `indeterminate`.
     Workers,
     /// Like [`Isolation::Workers`], and every execution runs in a fresh child forked from the
-    /// execution worker (which holds the constructed component), with its own user, mount, net,
-    /// ipc and uts namespaces: nothing one candidate leaves behind — even after an escape from
-    /// the wasm sandbox — reaches the next. Costs a fork per execution (see BENCHMARKS.md).
+    /// execution worker (which holds the constructed component), with its own user, mount, ipc
+    /// and uts namespaces (the worker's net namespace is already empty) and a narrower seccomp
+    /// filter: nothing one candidate leaves behind — even after an escape from the wasm sandbox
+    /// — reaches the next. Costs a fork per execution (see BENCHMARKS.md).
     PerJob,
 }
 

@@ -159,15 +159,12 @@ fn map_identity(uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A per-job child's own namespaces: user (its parent's uid must be mapped, see
-/// [`unshare_all`]), mount, net, ipc and uts, made in one call; then every capability dropped.
+/// A per-job child's own namespaces, `flags` (user first: its parent's uid must be mapped, see
+/// [`unshare_all`]), made in one call; then every capability dropped.
 /// Call it in a single-threaded child. The child stays in its parent's pid namespace, where the
 /// only other process is that parent.
-pub(super) fn enter_job_namespaces() -> Result<(), String> {
-    let flags = OTHERS
-        .iter()
-        .fold(UnshareFlags::NEWUSER, |flags, (f, _, _)| flags | *f);
-    unshare(flags).map_err(|e| unshare_failure("NEWUSER|NEWNS|NEWNET|NEWIPC|NEWUTS", e))?;
+pub(super) fn enter_job_namespaces(flags: UnshareFlags) -> Result<(), String> {
+    unshare(flags).map_err(|e| unshare_failure(&format!("{flags:?}"), e))?;
     let dropped = drop_capabilities();
     if dropped.is_active() {
         Ok(())

@@ -6,7 +6,7 @@
 //! ticker thread for the wall-clock deadline and the pooling allocator when the host uses it. In
 //! `per-job` mode the worker starts no thread at all: for each execution it forks a child (the
 //! component is already constructed in the worker's memory, so the child only instantiates and
-//! calls), the child makes its own user, mount, net, ipc and uts namespaces, starts its own epoch
+//! calls), the child makes its own user, mount, ipc and uts namespaces, starts its own epoch
 //! ticker, runs the execution, writes the response on a pipe and exits; the worker reads the
 //! answer, waits for the child, and forwards the answer (or that the child died).
 
@@ -472,11 +472,23 @@ impl Worker {
     /// microseconds). The rest of a per-job execution's fixed cost is the job itself and the
     /// answer's way back.
     fn job_cost(&self) -> String {
+        use rustix::thread::UnshareFlags as F;
         let mut parts = Vec::new();
         for (name, namespaces, filter) in [
-            ("fork+exit+wait", false, false),
-            ("+namespaces", true, false),
-            ("+filter", true, true),
+            ("fork+exit+wait", None, false),
+            ("+user", Some(F::NEWUSER), false),
+            ("+user,mount", Some(F::NEWUSER | F::NEWNS), false),
+            (
+                "+user,mount,ipc,uts",
+                Some(F::NEWUSER | F::NEWNS | F::NEWIPC | F::NEWUTS),
+                false,
+            ),
+            (
+                "+user,mount,ipc,uts,net",
+                Some(F::NEWUSER | F::NEWNS | F::NEWIPC | F::NEWUTS | F::NEWNET),
+                false,
+            ),
+            ("+filter", Some(confine::JOB_NAMESPACES), true),
         ] {
             let mut samples = Vec::with_capacity(50);
             for _ in 0..50 {
@@ -484,7 +496,9 @@ impl Worker {
                 match confine::fork() {
                     Err(e) => return format!("error: fork: {e}"),
                     Ok(None) => {
-                        if namespaces && confine::enter_job_namespaces().is_err() {
+                        if let Some(flags) = namespaces
+                            && confine::enter_namespaces(flags).is_err()
+                        {
                             std::process::exit(EXIT_NO_NAMESPACES);
                         }
                         if filter
@@ -602,7 +616,7 @@ fn probe_job_namespaces() -> (String, bool) {
     match result {
         Ok(()) => (
             format!(
-                "{NAME}\tactive\teach execution in a fresh child with its own user, mount, net, ipc and uts namespaces, no capability, and a narrower seccomp filter (no fork, no unshare)\n"
+                "{NAME}\tactive\teach execution in a fresh child with its own user, mount, ipc and uts namespaces, no capability, and a narrower seccomp filter (no fork, no unshare)\n"
             ),
             true,
         ),
