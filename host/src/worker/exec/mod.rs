@@ -671,6 +671,7 @@ fn short(response: &Response) -> String {
 impl ExecLauncher {
     /// Starts a worker in `slot` and checks its handshake.
     fn start(&self, slot: usize) -> Result<ExecWorker, String> {
+        let started = Instant::now();
         let channel = Channel::create().map_err(|e| format!("cannot make the channel: {e}"))?;
         let memfd = channel.fd().as_raw_fd();
         let mut command = Command::new(&self.exe);
@@ -747,6 +748,7 @@ impl ExecLauncher {
         };
         self.check(&ready)?;
         worker.confinement = ready.confinement;
+        tracing::debug!(slot, elapsed = ?started.elapsed(), "execution worker started");
         Ok(worker)
     }
 
