@@ -427,7 +427,14 @@ fn doctor_reports_every_layer_as_json() {
         .chain(execution)
         .all(|l| l["state"] == "active");
     assert_eq!(value["all_active"], all_active);
-    assert_eq!(code, if all_active { 0 } else { 2 }, "{value} {stderr}");
+    // `--require-confinement` requires the layers only where strangers' code runs in workers.
+    let required = isolation().compiles_in_workers();
+    assert_eq!(value["required"], required, "{value}");
+    assert_eq!(
+        code,
+        if all_active || !required { 0 } else { 2 },
+        "{value} {stderr}"
+    );
     for l in layers {
         if l["state"] != "active" {
             assert!(l["reason"].as_str().is_some_and(|r| !r.is_empty()), "{l}");
