@@ -137,11 +137,14 @@ struct Stats {
     calls: AtomicU64,
 }
 
+/// A worker being started on a thread of its own: its slot, and the thread.
+type Starting = (usize, JoinHandle<Result<ExecWorker, String>>);
+
 /// Execution workers and the calls into them.
 pub(crate) struct ExecPool {
     launcher: Arc<ExecLauncher>,
     /// A worker being started ahead of need ([`Self::prestart`]): its slot and its thread.
-    pending: Mutex<Option<(usize, JoinHandle<Result<ExecWorker, String>>)>>,
+    pending: Mutex<Option<Starting>>,
     state: Mutex<PoolState>,
     freed: Condvar,
     stats: Stats,
