@@ -355,8 +355,12 @@ impl ExecPool {
                         digest: *blake3::hash(artifact).as_bytes(),
                         artifact,
                     };
+                    let started = Instant::now();
                     match self.launcher.round_trip(worker, &load, LOAD_BACKSTOP)? {
-                        Response::Loaded => continue,
+                        Response::Loaded => {
+                            tracing::debug!(slot = worker.slot, bytes = artifact.len(), elapsed = ?started.elapsed(), "the execution worker loaded a component");
+                            continue;
+                        }
                         // The host constructed and linked these same bytes: a worker that cannot
                         // is this node's problem, never the code's.
                         Response::LoadFailed(e) => {
