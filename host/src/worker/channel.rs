@@ -311,17 +311,14 @@ fn map(fd: BorrowedFd<'_>) -> Result<(&'static Header, [&'static [AtomicU64]; 2]
     .map_err(io)?;
     let base = base.cast::<u8>();
     #[allow(unsafe_code)]
-    // SAFETY: the mapping is `MAP_BYTES` long, readable and writable, page aligned, and stays
-    // mapped until `Channel::drop`, which is the last use of these views (they never leave the
-    // `Channel` with a lifetime longer than `&self`). The header (`size_of::<Header>()` ≤ 4096,
-    // alignment 8) lies in the first page, the two data areas of `CHUNK_WORDS` words each lie
-    // after it (offset 4096, a multiple of 8) and end at `MAP_BYTES`: all in bounds, aligned, and
-    // disjoint from each other. Every byte each view covers belongs to an `AtomicU32` or
-    // `AtomicU64` (the header's padding is atomics too), for which every bit pattern is valid and
-    // which permit concurrent modification — by the other mapping in this or another process —
-    // through shared references; nothing ever accesses the mapping other than through these
-    // atomics, and no access mixes sizes on the same bytes. The file cannot shrink (it is sealed,
-    // checked before mapping), so no access can fault.
+    // SAFETY: the mapping is `MAP_BYTES` long, read-write, page aligned, and mapped until
+    // `Channel::drop`, the last use of these views (lent out only for `&self`). The header
+    // (≤ 4096 bytes, align 8) is in the first page; the two data areas of `CHUNK_WORDS` words
+    // follow at offset 4096 and end at `MAP_BYTES`: in bounds, aligned, disjoint. Every byte a
+    // view covers is an `AtomicU32`/`AtomicU64` (padding too): any bit pattern is valid and
+    // concurrent writes by the other mapping are allowed through shared references; nothing
+    // touches the mapping but these atomics, never at mixed sizes. The file is sealed against
+    // shrinking (checked before mapping), so no access can fault.
     let views = unsafe {
         let header = &*base.cast::<Header>();
         let data = base.add(HEADER_BYTES).cast::<AtomicU64>();

@@ -184,15 +184,20 @@ struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing its input dismisses a waiting worker; kill it anyway and reap it, so nothing
-        // outlives the host's interest in it. (A worker already reaped is left alone: its
-        // process group id may belong to someone else by now.)
-        drop(self.stdin.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            kill_group(self.child.id());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        dismiss(&mut self.child, &mut self.stdin);
+    }
+}
+
+/// Ends a worker the host is done with: closing its input dismisses a waiting worker; it is
+/// killed anyway (its whole process group) and reaped, so nothing outlives the host's interest
+/// in it. A worker already reaped is left alone: its process group id may be someone else's by
+/// now.
+fn dismiss(child: &mut Child, stdin: &mut Option<ChildStdin>) {
+    drop(stdin.take());
+    if matches!(child.try_wait(), Ok(None)) {
+        kill_group(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

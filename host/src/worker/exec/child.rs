@@ -6,9 +6,10 @@
 //! ticker thread for the wall-clock deadline and the pooling allocator when the host uses it. In
 //! `per-job` mode the worker starts no thread at all: for each execution it forks a child (the
 //! component is already constructed in the worker's memory, so the child only instantiates and
-//! calls), the child makes its own user, mount, ipc and uts namespaces, starts its own epoch
-//! ticker, runs the execution, writes the response on a pipe and exits; the worker reads the
-//! answer, waits for the child, and forwards the answer (or that the child died).
+//! calls), the child makes its own user, mount, ipc and uts namespaces, applies its own narrower
+//! seccomp filter, runs the execution, writes the response on a pipe and exits; the worker reads
+//! the answer (killing the child at the execution's deadline), waits for it, and forwards the
+//! answer (or that the child died).
 
 use std::io::{self, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -188,7 +189,7 @@ fn serve(
         .map_err(|e| format!("the runtime: {e}"))?;
     let _entered = runtime.enter();
     // Workers mode: the epoch ticker enforces each execution's deadline. A per-job worker
-    // starts no thread (it forks); each child starts its own.
+    // starts no thread (it forks): it enforces each child's deadline itself.
     let _ticker = if hello.per_job {
         None
     } else {
@@ -405,7 +406,7 @@ impl Worker {
         match confine::fork() {
             Err(e) => Response::ChildDied(format!("cannot fork the job's child: {e}")),
             Ok(None) => {
-                // The child: its own namespaces, its own ticker, the job, the answer, the end.
+                // The child: its own namespaces, its own filter, the job, the answer, the end.
                 drop(read_end);
                 if self.per_job_namespaces && confine::enter_job_namespaces().is_err() {
                     std::process::exit(EXIT_NO_NAMESPACES);

@@ -186,14 +186,7 @@ struct ExecWorker {
 
 impl Drop for ExecWorker {
     fn drop(&mut self) {
-        // Closing its stdin tells the worker to go; kill it anyway and reap it (a worker already
-        // reaped is left alone: its process group id may be someone else's by now).
-        drop(self.stdin.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            kill_group(self.child.id());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        super::dismiss(&mut self.child, &mut self.stdin);
     }
 }
 
