@@ -37,7 +37,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Guest, Raw, median, open_host, pvf_binary, time};
+use common::{Guest, Raw, median, open_host, pvf_binary, pvf_validate_process_in, time};
 use pvf_host::{CacheStatus, Config, Isolation, ValidationHost};
 use tempfile::TempDir;
 
@@ -213,32 +213,12 @@ fn per_job_cost(adder: &[Duration; 4]) {
     let dir = TempDir::new().expect("tempdir");
     let cli_store = dir.path().join("store");
     let params_file = dir.path().join("params.json");
-    std::fs::write(
-        &params_file,
-        format!(
-            r#"{{"parent_head":"0x{}","block_data":"0x{}","relay_parent_number":{}}}"#,
-            hex::encode(&guest.params.parent_head),
-            hex::encode(&guest.params.block_data),
-            guest.params.relay_parent_number
-        ),
-    )
-    .expect("write params");
+    guest.write_params_file(&params_file);
     let head = format!("\"head_data\":\"0x{}\"", hex::encode(&guest.expected_head));
     let code_path = pvf_test_guests::path("adder");
     let cli = |cache: &str, isolation: &str| {
-        let (elapsed, out) = time(|| {
-            std::process::Command::new(pvf_binary())
-                .arg("--cache-dir")
-                .arg(&cli_store)
-                .args(["--isolation", isolation, "--json", "validate"])
-                .arg(&code_path)
-                .arg("--params")
-                .arg(&params_file)
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .output()
-                .expect("run pvf")
-        });
+        let (elapsed, out) =
+            time(|| pvf_validate_process_in(isolation, &cli_store, &code_path, &params_file));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success()

@@ -362,16 +362,7 @@ fn guest_rows(c: &mut Criterion, guest: &Guest, iterations: usize, since: System
     {
         let cli_store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pvf-table-cli-store");
         let params_file = raw_dir.path().join("params.json");
-        std::fs::write(
-            &params_file,
-            format!(
-                r#"{{"parent_head":"0x{}","block_data":"0x{}","relay_parent_number":{}}}"#,
-                hex::encode(&guest.params.parent_head),
-                hex::encode(&guest.params.block_data),
-                guest.params.relay_parent_number
-            ),
-        )
-        .expect("write params");
+        guest.write_params_file(&params_file);
         let head = format!("\"head_data\":\"0x{}\"", hex::encode(&guest.expected_head));
         let code_path = pvf_test_guests::path(name);
         let cli = || pvf_validate_process(&cli_store, &code_path, &params_file);

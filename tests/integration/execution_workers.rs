@@ -163,6 +163,18 @@ fn every_bundled_guest_agrees_in_every_mode() {
     }
 }
 
+/// Runs `halt` on `host` and sends `sig` to the worker (its process group with `group`) once it
+/// is busy with the call; the `ExecuteError::Worker` message the call ends with.
+fn signal_under_a_call(host: &ValidationHost, sig: rustix::process::Signal, group: bool) -> String {
+    let halt = guest("halt");
+    std::thread::scope(|s| {
+        let call = s.spawn(|| host.validate(&halt, &adder_params(0, 0)));
+        signal(busy_worker(host), sig, group);
+        let outcome = call.join().expect("the call");
+        worker_error(&outcome.verdict).to_owned()
+    })
+}
+
 /// A worker killed (`SIGKILL`) under a call: that call is `indeterminate` saying so, the worker
 /// is replaced, and the next call is valid.
 #[test]
@@ -171,14 +183,8 @@ fn a_worker_killed_under_a_call_is_indeterminate_and_replaced() {
         let dir = store_dir();
         let host = host_in(dir.path(), mode, Duration::from_secs(5));
         assert_adder_valid(&host, "before");
-        let halt = guest("halt");
-        std::thread::scope(|s| {
-            let call = s.spawn(|| host.validate(&halt, &adder_params(0, 0)));
-            signal(busy_worker(&host), rustix::process::Signal::KILL, false);
-            let outcome = call.join().expect("the call");
-            let message = worker_error(&outcome.verdict);
-            assert!(message.contains("SIGKILL"), "{}: {message}", mode.as_str());
-        });
+        let message = signal_under_a_call(&host, rustix::process::Signal::KILL, false);
+        assert!(message.contains("SIGKILL"), "{}: {message}", mode.as_str());
         assert_eq!(restarts(&host, WorkerFailure::Died), 1, "{}", mode.as_str());
         assert_adder_valid(&host, "after the kill");
     }
@@ -193,15 +199,9 @@ fn a_stopped_worker_is_killed_by_the_backstop() {
         let timeout = Duration::from_millis(400);
         let host = host_in(dir.path(), mode, timeout);
         assert_adder_valid(&host, "before");
-        let halt = guest("halt");
         let started = Instant::now();
-        std::thread::scope(|s| {
-            let call = s.spawn(|| host.validate(&halt, &adder_params(0, 0)));
-            signal(busy_worker(&host), rustix::process::Signal::STOP, true);
-            let outcome = call.join().expect("the call");
-            let message = worker_error(&outcome.verdict);
-            assert!(message.contains("backstop"), "{}: {message}", mode.as_str());
-        });
+        let message = signal_under_a_call(&host, rustix::process::Signal::STOP, true);
+        assert!(message.contains("backstop"), "{}: {message}", mode.as_str());
         // Bounded, not timed: the call ended at all (no hang), after at least the backstop.
         assert!(started.elapsed() >= timeout * 2, "{:?}", started.elapsed());
         assert_eq!(restarts(&host, WorkerFailure::Backstop), 1);

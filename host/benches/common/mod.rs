@@ -43,6 +43,20 @@ pub struct Guest {
 }
 
 impl Guest {
+    /// Writes the guest's parameters as a `pvf validate --params` file at `path`.
+    pub fn write_params_file(&self, path: &Path) {
+        std::fs::write(
+            path,
+            format!(
+                r#"{{"parent_head":"0x{}","block_data":"0x{}","relay_parent_number":{}}}"#,
+                hex::encode(&self.params.parent_head),
+                hex::encode(&self.params.block_data),
+                self.params.relay_parent_number
+            ),
+        )
+        .expect("write params");
+    }
+
     /// Loads guest `name` (`adder`, `undying` or `js_validate`) and finds the head its
     /// parameters must produce with the library (checked against the known answer where there
     /// is one), so that a broken setup cannot produce silent numbers.
@@ -305,10 +319,20 @@ pub fn pvf_validate_process(
     code: &Path,
     params_file: &Path,
 ) -> std::process::Output {
+    pvf_validate_process_in("workers", cache_dir, code, params_file)
+}
+
+/// [`pvf_validate_process`] with `--isolation ISOLATION`.
+pub fn pvf_validate_process_in(
+    isolation: &str,
+    cache_dir: &Path,
+    code: &Path,
+    params_file: &Path,
+) -> std::process::Output {
     std::process::Command::new(pvf_binary())
         .arg("--cache-dir")
         .arg(cache_dir)
-        .args(["--json", "validate"])
+        .args(["--isolation", isolation, "--json", "validate"])
         .arg(code)
         .arg("--params")
         .arg(params_file)

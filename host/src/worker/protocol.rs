@@ -162,15 +162,26 @@ fn read_frame(r: &mut impl Read, limit: usize) -> Result<(u8, Vec<u8>), Protocol
     if len > limit {
         return Err(ProtocolError::TooLarge { len, limit });
     }
+    let payload = read_payload(r, len).map_err(|e| match e.kind() {
+        io::ErrorKind::OutOfMemory => ProtocolError::NoMemory(len),
+        _ => e.into(),
+    })?;
+    Ok((header[0], payload))
+}
+
+/// Reads exactly `len` bytes (a length already bounded by the caller) into a buffer allocated
+/// fallibly: `OutOfMemory` when it cannot be had, `UnexpectedEof` when the pipe ends first. The
+/// one way both worker protocols read a frame's payload.
+pub(crate) fn read_payload(r: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
     let mut payload = Vec::new();
     payload
         .try_reserve_exact(len)
-        .map_err(|_| ProtocolError::NoMemory(len))?;
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
     r.take(len as u64).read_to_end(&mut payload)?;
     if payload.len() != len {
-        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    Ok((header[0], payload))
+    Ok(payload)
 }
 
 /// A cursor over a payload that fails instead of panicking.

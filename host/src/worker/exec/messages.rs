@@ -172,7 +172,8 @@ pub(crate) enum Request<'a> {
     /// call it with `params` (or, with `instantiate_only`, instantiate it only: a pre-check).
     Execute {
         code_hash: [u8; 32],
-        params: ValidationParams,
+        /// Borrowed by the host (no copy of the params per call), owned once decoded.
+        params: std::borrow::Cow<'a, ValidationParams>,
         timeout: Duration,
         instantiate_only: bool,
     },
@@ -275,14 +276,10 @@ pub(crate) fn read_frame<T: for<'a> Deserialize<'a>>(
     if len > limit {
         return Err(MessageError::TooLarge { len, limit });
     }
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(len)
-        .map_err(|_| MessageError::NoMemory(len))?;
-    r.take(len as u64).read_to_end(&mut bytes)?;
-    if bytes.len() != len {
-        return Err(MessageError::Io(io::ErrorKind::UnexpectedEof.into()));
-    }
+    let bytes = super::super::protocol::read_payload(r, len).map_err(|e| match e.kind() {
+        io::ErrorKind::OutOfMemory => MessageError::NoMemory(len),
+        _ => e.into(),
+    })?;
     decode(&bytes)
 }
 
@@ -327,7 +324,7 @@ mod tests {
         });
         let execute = Request::Execute {
             code_hash: [1; 32],
-            params: ValidationParams::new(vec![1, 2], vec![3; 100], 9),
+            params: std::borrow::Cow::Owned(ValidationParams::new(vec![1, 2], vec![3; 100], 9)),
             timeout: Duration::from_millis(1500),
             instantiate_only: false,
         };

@@ -282,16 +282,21 @@ impl ExecPool {
                 self.release(Some(worker));
                 outcome
             }
-            Err(failure) => {
-                self.count(failure.cause);
-                let message = format!("{}{}", failure.message, stderr_tail_of(&mut worker.stderr));
-                tracing::warn!(slot = worker.slot, cause = failure.cause.as_str(), %message, "execution worker replaced");
-                let slot = worker.slot;
-                drop(worker);
-                self.release_slot(slot);
-                (Err(ExecuteError::Worker(message)), None)
-            }
+            Err(failure) => (Err(self.retire(worker, failure)), None),
         }
+    }
+
+    /// Drops a worker that failed under a call (it was killed and reaped when the failure was
+    /// classified), counts the cause, frees its slot; the call's error, with the start of what
+    /// the worker wrote on stderr.
+    fn retire(&self, mut worker: ExecWorker, failure: CallFailure) -> ExecuteError {
+        self.count(failure.cause);
+        let message = format!("{}{}", failure.message, stderr_tail_of(&mut worker.stderr));
+        tracing::warn!(slot = worker.slot, cause = failure.cause.as_str(), %message, "execution worker replaced");
+        let slot = worker.slot;
+        drop(worker);
+        self.release_slot(slot);
+        ExecuteError::Worker(message)
     }
 
     /// One call on `worker`: `Execute`, and `Load` then `Execute` again when it lacks the
@@ -321,7 +326,7 @@ impl ExecPool {
         }
         let request = Request::Execute {
             code_hash: *code_hash.as_bytes(),
-            params: params.clone(),
+            params: std::borrow::Cow::Borrowed(params),
             timeout,
             instantiate_only,
         };
@@ -587,22 +592,13 @@ impl ExecPool {
                 Err(ExecuteError::Worker(format!("per-job child: {why}")))
             }
             Ok(other) => {
-                let slot = worker.slot;
-                drop(worker);
-                self.release_slot(slot);
-                Err(ExecuteError::Worker(format!(
-                    "an answer out of place: {}",
-                    short(&other)
-                )))
+                let failure = CallFailure {
+                    cause: WorkerFailure::Protocol,
+                    message: format!("an answer out of place: {}", short(&other)),
+                };
+                Err(self.retire(worker, failure))
             }
-            Err(failure) => {
-                self.count(failure.cause);
-                let message = format!("{}{}", failure.message, stderr_tail_of(&mut worker.stderr));
-                let slot = worker.slot;
-                drop(worker);
-                self.release_slot(slot);
-                Err(ExecuteError::Worker(message))
-            }
+            Err(failure) => Err(self.retire(worker, failure)),
         }
     }
 
